@@ -1,0 +1,1 @@
+"""Generic parts every Goods-for-Good service uses; nothing here knows a service's domain."""

@@ -1,0 +1,127 @@
+"""Event envelope and the event models of the public contract (API.md, "Events").
+
+These are the wire format between services, so they live here; the logic that reacts to
+an event lives in the service that consumes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.money import Currency, MinorAmount
+
+SCHEMA_VERSION = 1
+
+TOPIC_ORDERS = "orders.lifecycle"
+TOPIC_LEDGER = "donations.ledger"
+DLQ_SUFFIX = ".dlq"
+TOPICS = (TOPIC_ORDERS, TOPIC_LEDGER)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """Fields every event carries; consumers tolerate extra fields and unknown types."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    event_id: uuid.UUID
+    type: str
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class OrderItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    item_id: str
+    quantity: int
+    unit_price_minor: int
+
+
+class OrderSnapshot(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    order_id: str
+    seller_id: str
+    currency: Currency
+    total_minor: MinorAmount
+    items: list[OrderItem]
+    placed_at: datetime
+    completed_at: datetime | None = None
+
+
+class OrderCompleted(_Event):
+    type: Literal["order.completed"] = "order.completed"
+    order: OrderSnapshot
+
+
+class OrderRefunded(_Event):
+    type: Literal["order.refunded"] = "order.refunded"
+    order_id: str
+    seller_id: str
+    refund_id: str
+    amount_minor: MinorAmount
+    refunded_total_minor: MinorAmount
+    total_minor: MinorAmount
+    currency: Currency
+    placed_at: datetime
+
+
+class OrderCancelled(_Event):
+    type: Literal["order.cancelled"] = "order.cancelled"
+    order_id: str
+    seller_id: str
+
+
+class LedgerEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    entry_id: uuid.UUID
+    order_id: str
+    seller_id: str
+    project_id: uuid.UUID
+    kind: Literal["accrual", "reversal"]
+    amount_minor: MinorAmount
+    currency: Currency
+    rule_version: int
+    recorded_at: datetime
+
+
+class DonationRecorded(_Event):
+    type: Literal["donation.recorded"] = "donation.recorded"
+    entry: LedgerEntry
+
+
+OrderEvent = Annotated[OrderCompleted | OrderRefunded | OrderCancelled, Field(discriminator="type")]
+ORDER_EVENT_TYPES = frozenset({"order.completed", "order.refunded", "order.cancelled"})
+order_event_adapter: TypeAdapter[OrderCompleted | OrderRefunded | OrderCancelled] = TypeAdapter(
+    OrderEvent
+)
+
+
+def encode(event: BaseModel) -> bytes:
+    return orjson.dumps(event.model_dump(mode="json"))
+
+
+def decode_envelope(raw: bytes) -> tuple[Envelope, dict[str, Any]]:
+    """Parse the common fields; raises ValueError (or pydantic's) on anything malformed."""
+    data = orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("event is not a JSON object")
+    return Envelope.model_validate(data), data

@@ -1,0 +1,327 @@
+"""Kafka clients: topic setup, an idempotent producer, and a batch consumer loop.
+
+The consumer loop is the one way every service consumes (aiokafka's documented pattern):
+``getmany`` a batch, hand it to the service's handler (which writes it in one database
+transaction), publish any dead letters, then commit ``offset + 1`` per partition. Offsets
+are committed only after the handler's transaction has committed; handlers are idempotent
+on the event's natural key, so a crash between the two redelivers a batch that then
+records nothing twice. That keeps offsets in Kafka (one source of truth for lag and
+tooling) instead of a second table per consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.events import DLQ_SUFFIX
+from shared.observability import get_logger
+
+log = get_logger(__name__)
+
+CONSUMED = Counter(
+    "gfg_consumer_records_total", "Records handled by a consumer", ["group", "outcome"]
+)
+BATCH_SIZE = Histogram(
+    "gfg_consumer_batch_size",
+    "Records per consumed batch",
+    ["group"],
+    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000),
+)
+BATCH_SECONDS = Histogram("gfg_consumer_batch_seconds", "Time to handle one batch", ["group"])
+LAG = Gauge(
+    "gfg_consumer_lag", "Records behind the high watermark", ["group", "topic", "partition"]
+)
+DEAD_LETTERS = Counter("gfg_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
+
+Record: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka ships no types
+
+
+def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
+    """Idempotent (acks=all) producer: per-partition order survives retries."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 512 * 1024,
+        "request_timeout_ms": 15_000,
+        "retry_backoff_ms": 200,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
+    """Creates the missing topics and their ``.dlq`` twins; returns those created now."""
+    wanted: list[str] = []
+    for name in names:
+        wanted += [name, name + DLQ_SUFFIX]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(name, num_partitions=partitions, replication_factor=1)
+                    for name in missing
+                ]
+            )
+            for topic_error in getattr(response, "topic_errors", []):
+                name, code = topic_error[0], topic_error[1]
+                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a concurrent start won)
+                    raise KafkaError(f"creating topic {name}: error code {code}")
+            log.info("topics created", topics=missing)
+        return missing
+    finally:
+        await admin.close()
+
+
+async def kafka_reachable(producer: AIOKafkaProducer) -> None:
+    if not await producer.client.force_metadata_update():
+        raise ConnectionError("Kafka metadata request failed")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that mean 'try the same batch again later', never 'the data is bad'."""
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | KafkaError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.DeadlockDetectedError
+        | asyncpg.SerializationError
+        | asyncpg.AdminShutdownError,
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    reason: str
+
+
+def dead_letter_value(letter: DeadLetter) -> bytes:
+    record = letter.record
+    value: bytes = record.value or b""
+    body: dict[str, Any] = {
+        "reason": letter.reason,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+    }
+    try:
+        body["value"] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        body["value"] = base64.b64encode(value).decode()
+        body["value_encoding"] = "base64"
+    return orjson.dumps(body)
+
+
+BatchHandler = Callable[[Sequence[Record]], Awaitable[Sequence[DeadLetter]]]
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets a rebalance take partitions away only between batches, never mid-batch."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class BatchConsumer:
+    """Consumes ``topic`` in batches with at-least-once delivery to an idempotent handler.
+
+    A batch that fails with a transient error (database or broker down) is retried from
+    the committed offsets with backoff; one that fails otherwise is split into single
+    records so that only the poison ones go to ``<topic>.dlq`` and the rest commit.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        handler: BatchHandler,
+        producer: AIOKafkaProducer,
+        max_records: int = 2000,
+        poll_timeout_ms: int = 200,
+        max_poll_interval_ms: int = 300_000,
+    ) -> None:
+        self.topic = topic
+        self.group_id = group_id
+        self._handler = handler
+        self._producer = producer
+        self._max_records = max_records
+        self._poll_timeout_ms = poll_timeout_ms
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_records,
+            max_poll_interval_ms=max_poll_interval_ms,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.batches_done = 0
+        self.records_done = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_WaitForBatch(self._lock))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Runs until ``stop()``; call ``start()`` first and ``close()`` after."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(
+                timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+            )
+            records = [r for part in batches.values() for r in part]
+            if not records:
+                continue
+            try:
+                async with self._lock:
+                    await self._process(records, batches)
+                backoff = 0.1
+            except Exception as exc:
+                log.warning(
+                    "batch failed; retrying from committed offsets",
+                    group=self.group_id,
+                    records=len(records),
+                    error=f"{type(exc).__name__}: {exc}",
+                    backoff_s=backoff,
+                )
+                await self._rewind(batches)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            self._record_lag(batches)
+
+    async def run_until_idle(self, idle_seconds: float = 1.0) -> None:
+        """For benchmarks and tools: run until no record arrived for ``idle_seconds``."""
+        watcher = asyncio.create_task(self._stop_when_idle(idle_seconds))
+        try:
+            await self.run()
+        finally:
+            watcher.cancel()
+
+    async def _stop_when_idle(self, idle_seconds: float) -> None:
+        last = self.records_done
+        while True:
+            await asyncio.sleep(idle_seconds)
+            if self.records_done == last and self.records_done > 0:
+                await self.stop()
+                return
+            last = self.records_done
+
+    async def _process(
+        self, records: list[Record], batches: dict[TopicPartition, list[Record]]
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            dead = list(await self._handler(records))
+        except Exception as exc:
+            if is_transient(exc) or len(records) == 1:
+                raise
+            log.warning(
+                "batch failed on its data; isolating records",
+                group=self.group_id,
+                records=len(records),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            dead = await self._isolate(records)
+        if dead:
+            await self._dead_letter(dead)
+        await self._commit(batches)
+        BATCH_SIZE.labels(self.group_id).observe(len(records))
+        BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
+        CONSUMED.labels(self.group_id, "ok").inc(len(records) - len(dead))
+        self.batches_done += 1
+        self.records_done += len(records)
+
+    async def _isolate(self, records: list[Record]) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        for record in records:
+            try:
+                dead += await self._handler([record])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                dead.append(DeadLetter(record, f"processing failed: {type(exc).__name__}: {exc}"))
+        return dead
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        futures = []
+        for letter in dead:
+            dlq = letter.record.topic + DLQ_SUFFIX
+            futures.append(
+                await self._producer.send(dlq, dead_letter_value(letter), key=letter.record.key)
+            )
+            DEAD_LETTERS.labels(dlq).inc()
+            log.warning(
+                "dead-lettered",
+                topic=letter.record.topic,
+                partition=letter.record.partition,
+                offset=letter.record.offset,
+                reason=letter.reason,
+            )
+        await asyncio.gather(*futures)
+        CONSUMED.labels(self.group_id, "dead_letter").inc(len(dead))
+
+    async def _commit(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        offsets = {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced: another member now owns these partitions and will
+            # redeliver from the last commit; the handler's idempotency absorbs it.
+            log.warning("offset commit lost to a rebalance", group=self.group_id, error=str(exc))
+
+    async def _rewind(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        """getmany() already moved the position: go back to the first uncommitted record."""
+        assigned = self._consumer.assignment()
+        for tp, part in batches.items():
+            if part and tp in assigned:
+                self._consumer.seek(tp, part[0].offset)
+
+    def _record_lag(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        for tp, part in batches.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and part:
+                lag = max(0, highwater - (part[-1].offset + 1))
+                LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)

@@ -1,0 +1,115 @@
+"""Applies a service's plain-SQL migrations (``migrations/NNNN_slug.sql``) once each.
+
+Every file runs in its own transaction together with the row that records it, under an
+advisory lock, so concurrent starts and repeated runs are safe. A recorded file whose
+content changed is an error, never silently re-applied.
+
+    python -m shared.migrations --dsn postgresql://... services/orders/migrations
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x6766_6D69  # "gfmi": one migration runner per database at a time
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migration (
+    version    integer PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        prefix, _, _ = path.stem.partition("_")
+        if not prefix.isdigit():
+            raise MigrationError(f"{path.name}: expected NNNN_slug.sql")
+        found.append(Migration(int(prefix), path.stem, path.read_text()))
+    versions = [m.version for m in found]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"{directory}: two migrations share a version")
+    return found
+
+
+async def apply_migrations(conn: asyncpg.Connection[Any], directory: Path) -> list[str]:
+    """Applies pending migrations; returns the names applied now."""
+    migrations = load_migrations(directory)
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(_CREATE_TABLE)
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migration")
+        recorded = {r["version"]: r for r in rows}
+        for migration in migrations:
+            done = recorded.get(migration.version)
+            if done is not None:
+                if done["checksum"] != migration.checksum:
+                    raise MigrationError(
+                        f"{migration.name} was applied with other content; add a new migration"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("migration applied", extra={"migration": migration.name})
+            applied_now.append(migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    return applied_now
+
+
+async def migrate(dsn: str, directory: Path) -> list[str]:
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
+    try:
+        return await apply_migrations(conn, directory)
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    applied = asyncio.run(migrate(args.dsn, args.directory))
+    log.info("%s: %d migration(s) applied", args.directory, len(applied))
+
+
+if __name__ == "__main__":
+    main()

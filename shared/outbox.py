@@ -1,0 +1,237 @@
+"""Transactional outbox: events written with the state change, relayed to Kafka after.
+
+Each producing service has an ``outbox`` table (same DDL, in its own migrations; a
+statement-level trigger NOTIFYs channel ``outbox`` so the relay wakes without polling):
+
+    id bigserial, topic, aggregate_type, aggregate_id (the Kafka key), type,
+    payload bytea (the encoded event, event_id inside), bucket (hash of the key), created_at
+
+``enqueue`` adds rows inside the caller's transaction. ``OutboxRelay`` publishes them.
+
+Why no lost or reordered event:
+- The relay never tracks a "last published id". It reads whatever rows exist, oldest
+  first, and deletes each row only after the broker acknowledged it, in the same
+  transaction that read it. A row whose transaction commits late (a lower id appearing
+  after higher ones were published) is simply still there on the next pass.
+- Rows with the same key are written by transactions that lock the same aggregate row,
+  so their ids follow their commit order and the relay publishes them in that order.
+- Partitioned ownership: rows fall into ``BUCKETS`` buckets by key, and a relay publishes
+  only buckets whose session advisory lock it holds. Several relays (one per service
+  process) may run; a bucket has one owner at a time, so one key's events are never
+  published by two relays out of order. A relay that dies drops its locks with its
+  connection and the others take its buckets over on their next claim.
+- Killed between the broker's ack and the delete, a relay's transaction rolls back and
+  the rows are published again with the same ``event_id``: a duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.observability import get_logger
+
+log = get_logger(__name__)
+
+BUCKETS = 16
+_LOCK_NAMESPACE = 0x6766_6F62  # "gfob"
+
+PUBLISHED = Counter("gfg_outbox_published_total", "Outbox rows published", ["service"])
+BACKLOG = Gauge("gfg_outbox_backlog", "Outbox rows not yet published", ["service"])
+OLDEST_AGE = Gauge("gfg_outbox_oldest_age_seconds", "Age of the oldest pending row", ["service"])
+PUBLISH_LATENCY = Histogram(
+    "gfg_outbox_publish_latency_seconds",
+    "From the row's commit to the broker's acknowledgement",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    aggregate_type: str
+    aggregate_id: str
+    type: str
+    payload: bytes
+
+
+_ENQUEUE = """
+INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+"""
+
+
+async def enqueue(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) -> None:
+    """Adds ``messages`` to the outbox in one statement, inside the caller's transaction."""
+    if not messages:
+        return
+    await conn.execute(
+        _ENQUEUE,
+        [m.topic for m in messages],
+        [m.aggregate_type for m in messages],
+        [m.aggregate_id for m in messages],
+        [m.type for m in messages],
+        [m.payload for m in messages],
+    )
+
+
+_CLAIM = "SELECT pg_try_advisory_lock($1, $2)"
+_FETCH = """
+SELECT id, topic, aggregate_id, payload, extract(epoch FROM created_at)::float8 AS created
+FROM outbox WHERE bucket = ANY($1::smallint[]) ORDER BY id LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+_DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+_STATS = """
+SELECT count(*) AS backlog,
+       coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS age
+FROM outbox
+"""
+
+
+class OutboxRelay:
+    """Publishes this service's outbox to Kafka; one per service process."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        dsn: str,
+        pool: asyncpg.Pool[Any],
+        producer: AIOKafkaProducer,
+        batch_size: int = 5000,
+        idle_poll_seconds: float = 1.0,
+        claim_interval_seconds: float = 5.0,
+    ) -> None:
+        self.service = service
+        self._dsn = dsn
+        self._pool = pool
+        self._producer = producer
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll_seconds
+        self._claim_interval = claim_interval_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._lock_conn: asyncpg.Connection[Any] | None = None
+        self._owned: set[int] = set()
+        self._last_claim = 0.0
+        self._last_stats = 0.0
+        self.published = 0
+
+    @property
+    def owned_buckets(self) -> frozenset[int]:
+        return frozenset(self._owned)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs until ``stop()``, surviving database and broker outages."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._ensure_lock_connection()
+                await self._claim_buckets()
+                published = await self.publish_once()
+                await self._refresh_stats()
+                backoff = 0.1
+                if published < self._batch_size:
+                    await self._wait_for_work()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self._drop_lock_connection()
+                log.warning("outbox relay waiting for the database", error=str(exc))
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # broker errors: rows stay pending, try again
+                log.warning("outbox relay publish failed", error=f"{type(exc).__name__}: {exc}")
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        await self._drop_lock_connection()
+
+    async def publish_once(self) -> int:
+        """Publishes one batch of the owned buckets; returns how many rows it published."""
+        if not self._owned:
+            return 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_FETCH, sorted(self._owned), self._batch_size)
+            if not rows:
+                return 0
+            send = self._producer.send
+            futures = [
+                await send(r["topic"], r["payload"], key=r["aggregate_id"].encode()) for r in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(_DELETE, [r["id"] for r in rows])
+        now = time.time()
+        latency = PUBLISH_LATENCY.labels(self.service)
+        for r in rows[:: max(1, len(rows) // 100)]:  # a sample keeps the histogram cheap
+            latency.observe(max(0.0, now - r["created"]))
+        PUBLISHED.labels(self.service).inc(len(rows))
+        self.published += len(rows)
+        return len(rows)
+
+    async def _ensure_lock_connection(self) -> None:
+        if self._lock_conn is not None and not self._lock_conn.is_closed():
+            return
+        self._owned.clear()
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(self._dsn)
+        await conn.add_listener("outbox", self._on_notify)
+        self._lock_conn = conn
+        self._last_claim = 0.0
+
+    async def _drop_lock_connection(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        self._owned.clear()
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except Exception:
+                conn.terminate()
+
+    async def _claim_buckets(self) -> None:
+        now = time.monotonic()
+        if len(self._owned) == BUCKETS or now - self._last_claim < self._claim_interval:
+            return
+        self._last_claim = now
+        assert self._lock_conn is not None
+        for bucket in range(BUCKETS):
+            if bucket not in self._owned and await self._lock_conn.fetchval(
+                _CLAIM, _LOCK_NAMESPACE, bucket
+            ):
+                self._owned.add(bucket)
+        log.debug("outbox buckets owned", service=self.service, buckets=sorted(self._owned))
+
+    async def _refresh_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stats < 5.0:
+            return
+        self._last_stats = now
+        row = await self._pool.fetchrow(_STATS)
+        assert row is not None
+        BACKLOG.labels(self.service).set(row["backlog"])
+        OLDEST_AGE.labels(self.service).set(row["age"])
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self._idle_poll)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass

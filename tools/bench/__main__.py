@@ -1,0 +1,54 @@
+"""Runs the benchmark modules named on the command line (default: all) in order."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from tools.bench import Figure
+
+MODULES = ("orders", "donations", "charities", "pipeline")
+
+
+async def main(names: list[str], output: Path) -> int:
+    figures: list[Figure] = []
+    failed = 0
+    for name in names:
+        try:
+            module = importlib.import_module(f"tools.bench.{name}")
+        except ModuleNotFoundError:
+            print(f"# bench {name}: not present, skipped", file=sys.stderr)
+            continue
+        started = time.monotonic()
+        print(f"# bench {name}: running", file=sys.stderr, flush=True)
+        try:
+            found: list[Figure] = await module.run()
+        except Exception as exc:
+            failed += 1
+            print(f"# bench {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        for figure in found:
+            print(figure.line(), flush=True)
+        figures += found
+        print(f"# bench {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    output.write_bytes(
+        orjson.dumps(
+            [{"name": f.name, "value": f.value, "unit": f.unit} for f in figures],
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("names", nargs="*", default=list(MODULES))
+    parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.names, args.output)))
