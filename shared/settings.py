@@ -21,7 +21,7 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 12
 
-    jwt_secret: SecretStr = Field(min_length=16)
+    jwt_secret: SecretStr = Field(min_length=32)
     jwt_algorithm: str = "HS256"
 
     log_level: str = "INFO"

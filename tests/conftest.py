@@ -18,7 +18,6 @@ os.environ.setdefault("GFG_LOG_JSON", "false")
 os.environ.setdefault("GFG_LOG_LEVEL", "WARNING")
 
 import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -28,7 +27,7 @@ from shared.settings import CommonSettings  # noqa: E402
 
 @pytest.fixture(scope="session")
 def common_settings() -> CommonSettings:
-    return CommonSettings()  # type: ignore[call-arg]
+    return CommonSettings()
 
 
 def bearer(role: Role | str, *sellers: str) -> dict[str, str]:
@@ -42,5 +41,5 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture
-def admin_headers() -> Iterator[dict[str, str]]:
-    yield bearer(Role.ADMIN)
+def admin_headers() -> dict[str, str]:
+    return bearer(Role.ADMIN)

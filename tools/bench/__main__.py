@@ -37,12 +37,8 @@ async def main(names: list[str], output: Path) -> int:
             print(figure.line(), flush=True)
         figures += found
         print(f"# bench {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    output.write_bytes(
-        orjson.dumps(
-            [{"name": f.name, "value": f.value, "unit": f.unit} for f in figures],
-            option=orjson.OPT_INDENT_2,
-        )
-    )
+    results = [{"name": f.name, "value": f.value, "unit": f.unit} for f in figures]
+    await asyncio.to_thread(output.write_bytes, orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return 1 if failed else 0
 
 

@@ -1,0 +1,63 @@
+# Goods for Good: `make run` starts everything, `make test` runs the suite on real servers.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ROLE ?= admin
+SELLERS ?=
+
+.PHONY: help install infra run down test lint fmt token bench simulate reconcile chaos
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## install Python packages, Kafka jars, PostgreSQL server, Chromium
+	@deploy/postgres/pg.sh install
+	@deploy/kafka/kafka.sh fetch
+	@if [ -x deploy/browser.sh ]; then deploy/browser.sh; fi
+
+infra: $(STAMP) ## start PostgreSQL and Kafka only
+	@deploy/postgres/pg.sh start
+	@deploy/kafka/kafka.sh start
+
+run: $(STAMP) infra ## start Kafka, PostgreSQL and the three services; print the URLs
+	@deploy/services.sh start
+	@echo
+	@echo "Goods for Good is running:"
+	@echo "  orders     http://127.0.0.1:8001   (API docs: /docs)"
+	@echo "  donations  http://127.0.0.1:8002   (API docs: /docs)"
+	@echo "  charities  http://127.0.0.1:8003   (dashboard: /, API docs: /docs)"
+	@echo "  kafka      127.0.0.1:9092    postgres  127.0.0.1:55432 (user gfg)"
+	@echo "Get a token:  make token ROLE=admin | ROLE=seller SELLERS=s1 | ROLE=storefront SELLERS=s1"
+	@echo "Stop it all:  make down"
+
+down: ## stop the services, Kafka and PostgreSQL
+	@deploy/services.sh stop
+	@deploy/kafka/kafka.sh stop
+	@deploy/postgres/pg.sh stop
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install lint ## lint, then every test against real PostgreSQL and Kafka
+	@deploy/test.sh
+
+token: $(STAMP) ## print a JWT for the local stack: make token ROLE=seller SELLERS=s1,s2
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.token --role "$(ROLE)" --sellers "$(SELLERS)"
+
+bench: run ## benchmarks against the running stack; prints `bench <name> <value> <unit>`
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.bench

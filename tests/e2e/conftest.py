@@ -1,0 +1,94 @@
+"""The three services as real processes on free ports, sharing the test namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import free_port
+
+ROOT = Path(__file__).parents[2]
+
+
+@dataclass(frozen=True)
+class Stack:
+    orders: str
+    donations: str
+    charities: str
+
+
+def _start(name: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"services.{name}.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see test-artifacts")
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{name} not ready within 60 s")
+
+
+@pytest.fixture(scope="session")
+def stack_processes() -> Iterator[tuple[Stack, dict[str, subprocess.Popen[bytes]]]]:
+    ports = {name: free_port() for name in ("orders", "donations", "charities")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = dict(os.environ, GFG_CHARITIES_URL=urls["charities"], GFG_LOG_JSON="true")
+    log_dir = ROOT / "test-artifacts" / "e2e-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes = {name: _start(name, ports[name], env, log_dir) for name in ports}
+    try:
+        yield Stack(**urls), processes
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    stack_processes: tuple[Stack, dict[str, subprocess.Popen[bytes]]],
+) -> Stack:
+    urls, processes = stack_processes
+    for name, process in processes.items():
+        await _wait_ready(getattr(urls, name), process, name)
+    return urls

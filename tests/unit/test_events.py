@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from shared.events import (
+    OrderCompleted,
+    OrderItem,
+    OrderSnapshot,
+    decode_envelope,
+    encode,
+    order_event_adapter,
+)
+
+
+def completed() -> OrderCompleted:
+    placed = datetime(2026, 11, 11, 0, 0, tzinfo=UTC)
+    return OrderCompleted(
+        order=OrderSnapshot(
+            order_id="o-1",
+            seller_id="s-1",
+            currency="CNY",
+            total_minor=300,
+            items=[OrderItem(item_id="i", quantity=3, unit_price_minor=100)],
+            placed_at=placed,
+            completed_at=placed,
+        )
+    )
+
+
+def test_an_event_survives_the_wire_with_its_id_and_schema_version() -> None:
+    event = completed()
+    raw = encode(event)
+    envelope, data = decode_envelope(raw)
+    assert envelope.event_id == event.event_id
+    assert envelope.type == "order.completed"
+    assert data["schema_version"] == 1
+    assert order_event_adapter.validate_python(data) == event
+
+
+def test_decode_rejects_non_objects_and_missing_fields() -> None:
+    with pytest.raises(ValueError, match="object"):
+        decode_envelope(b"[1, 2]")
+    with pytest.raises(orjson.JSONDecodeError):
+        decode_envelope(b"{not json")
+    with pytest.raises(ValidationError):
+        decode_envelope(b'{"type": "order.completed"}')
