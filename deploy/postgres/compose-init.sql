@@ -1,0 +1,3 @@
+CREATE DATABASE orders;
+CREATE DATABASE donations;
+CREATE DATABASE charities;
