@@ -13,7 +13,7 @@ import orjson
 
 from tools.bench import Figure
 
-MODULES = ("orders", "donations", "charities", "pipeline")
+MODULES = ("orders", "donations", "charities", "ceiling", "pipeline")
 
 
 async def main(names: list[str], output: Path) -> int:
