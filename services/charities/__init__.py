@@ -1,0 +1,1 @@
+"""The charities service: registry of charities and projects, live donation totals."""

@@ -1,0 +1,15 @@
+"""Settings of the charities service (environment, prefix ``GFG_``)."""
+
+from __future__ import annotations
+
+from shared.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    charities_db: str = "charities"
+    # Ledger entries per consumed batch: one transaction and one update of each project's
+    # total row per batch, so larger batches mean fewer writes of the hottest rows.
+    ledger_batch_max: int = 5000
+    # How long a totals response is served from memory before the database is asked
+    # again (the dashboard polls every second; the response says max-age=1).
+    totals_cache_seconds: float = 0.5
