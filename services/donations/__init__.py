@@ -1,0 +1,1 @@
+"""Donations service: seller donation rules (versioned) and the donation ledger."""

@@ -1,0 +1,198 @@
+"""The consumer of ``orders.lifecycle``: order events in, ledger entries (and their
+``donation.recorded`` events) out.
+
+Delivery: at least once, recorded exactly once. ``shared.kafka.BatchConsumer`` hands a
+batch to ``LedgerHandler.handle``, which writes everything the batch produces in ONE
+database transaction: the ledger entries and, through this service's outbox, one
+``donation.recorded`` per new entry. Offsets are committed to Kafka only after that
+transaction has committed. A crash between the two redelivers the batch; every entry has
+a unique key per (order_id, event key) (``accrual``, ``refund:<refund_id>``) and is
+inserted with ``ON CONFLICT DO NOTHING``, so the redelivered batch records nothing twice
+and, since only rows actually inserted are put in the outbox, publishes nothing twice.
+
+Per batch the database sees four statements whatever the batch size: the rule histories
+of its sellers, the ledger state of its orders, the entries (``unnest``), the outbox rows.
+Messages that cannot be parsed are returned as dead letters (to ``orders.lifecycle.dlq``)
+and the rest of the batch, and of the partition, goes on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter as PromCounter
+from pydantic import ValidationError
+
+from services.donations import repository
+from services.donations.config import Settings
+from services.donations.ledger import NewEntry, OrderEvent, plan_batch
+from shared.events import (
+    ORDER_EVENT_TYPES,
+    TOPIC_LEDGER,
+    TOPIC_ORDERS,
+    DonationRecorded,
+    Envelope,
+    LedgerEntry,
+    OrderCancelled,
+    OrderCompleted,
+    encode,
+    order_event_adapter,
+)
+from shared.kafka import BatchConsumer, DeadLetter, Record
+from shared.outbox import OutboxMessage, enqueue
+
+EVENTS = PromCounter(
+    "gfg_donations_events_total",
+    "Order events consumed by the donations service, by type and outcome",
+    ["type", "outcome"],
+)
+CURRENCY_MISMATCH = PromCounter(
+    "gfg_donations_currency_mismatch_total",
+    "Completed orders whose currency differs from the rule's project: no donation",
+)
+DONATED = PromCounter(
+    "gfg_donations_amount_minor_total",
+    "Amounts recorded in the ledger, in minor units, by currency and kind",
+    ["currency", "kind"],
+)
+
+
+def group_id(settings: Settings) -> str:
+    return settings.topic_prefix + "donations"
+
+
+class LedgerHandler:
+    """The batch handler; usable without a consumer (tests run it directly)."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], ledger_topic: str) -> None:
+        self._pool = pool
+        self._ledger_topic = ledger_topic
+
+    async def handle(self, records: Sequence[Record]) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        events: list[OrderEvent] = []
+        tally: Counter[tuple[str, str]] = Counter()
+        for record in records:
+            parsed = _parse(record)
+            if isinstance(parsed, DeadLetter):
+                dead.append(parsed)
+                tally[("unknown", "dead_letter")] += 1
+            elif isinstance(parsed, tuple):
+                tally[parsed] += 1
+            else:
+                events.append(parsed)
+        plan_outcomes: Counter[tuple[str, str]] = Counter()
+        recorded: list[NewEntry] = []
+        if events:
+            sellers = {_seller(e) for e in events}
+            orders = {_order_id(e) for e in events}
+            async with self._pool.acquire() as conn, conn.transaction():
+                histories = await repository.rule_histories(conn, sellers)
+                ledgers = await repository.order_ledgers(conn, orders)
+                plan = plan_batch(events, histories, ledgers)
+                recorded_at = datetime.now(UTC)
+                inserted = await repository.insert_entries(conn, plan.entries, recorded_at)
+                recorded = [e for e in plan.entries if e.entry_id in inserted]
+                await enqueue(conn, self._messages(recorded, recorded_at))
+            plan_outcomes = plan.outcomes
+            if len(recorded) < len(plan.entries):  # lost a race with a concurrent redelivery
+                plan_outcomes[("entries", "already_recorded")] += len(plan.entries) - len(recorded)
+        _count(tally + plan_outcomes, recorded)
+        return dead
+
+    def _messages(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[OutboxMessage]:
+        messages = []
+        for e in entries:
+            event = DonationRecorded(
+                occurred_at=recorded_at,
+                entry=LedgerEntry(
+                    entry_id=e.entry_id,
+                    order_id=e.order_id,
+                    seller_id=e.seller_id,
+                    project_id=e.project_id,
+                    kind=e.kind,
+                    amount_minor=e.amount_minor,
+                    currency=e.currency,
+                    rule_version=e.rule_version,
+                    recorded_at=recorded_at,
+                ),
+            )
+            messages.append(
+                OutboxMessage(
+                    topic=self._ledger_topic,
+                    aggregate_type="order",
+                    aggregate_id=e.order_id,
+                    type=event.type,
+                    payload=encode(event),
+                )
+            )
+        return messages
+
+
+def _parse(record: Record) -> OrderEvent | tuple[str, str] | DeadLetter:
+    """An event to apply, the (type, outcome) of one to skip, or a dead letter."""
+    raw: bytes | None = record.value
+    if not raw:
+        return DeadLetter(record, "empty message")
+    try:
+        event = order_event_adapter.validate_json(raw)
+    except ValidationError as exc:
+        invalid = exc
+    else:
+        if isinstance(event, OrderCancelled):  # a cancelled order never donated
+            return (event.type, "ignored")
+        return event
+    # Not a valid known event: an event of another type is skipped, anything else is poison.
+    try:
+        data = orjson.loads(raw)
+        envelope = Envelope.model_validate(data)
+    except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+        return DeadLetter(record, f"not an event: {_short(exc)}")
+    if envelope.type in ORDER_EVENT_TYPES:
+        return DeadLetter(record, f"invalid {envelope.type}: {_short(invalid)}")
+    return (envelope.type, "skipped")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).replace("\n", " ")
+    return text[:500]
+
+
+def _seller(event: OrderEvent) -> str:
+    return event.order.seller_id if isinstance(event, OrderCompleted) else event.seller_id
+
+
+def _order_id(event: OrderEvent) -> str:
+    return event.order.order_id if isinstance(event, OrderCompleted) else event.order_id
+
+
+def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> None:
+    for (event_type, outcome), n in outcomes.items():
+        EVENTS.labels(event_type, outcome).inc(n)
+        if outcome == "currency_mismatch":
+            CURRENCY_MISMATCH.inc(n)
+    amounts: Counter[tuple[str, str]] = Counter()
+    for entry in recorded:
+        amounts[(entry.currency, entry.kind)] += entry.amount_minor
+    for (currency, kind), amount in amounts.items():
+        DONATED.labels(currency, kind).inc(amount)
+
+
+def build_consumer(
+    settings: Settings, pool: asyncpg.Pool[Any], producer: AIOKafkaProducer
+) -> BatchConsumer:
+    handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
+    return BatchConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic(TOPIC_ORDERS),
+        group_id=group_id(settings),
+        handler=handler.handle,
+        producer=producer,
+        max_records=settings.consumer_max_records,
+    )

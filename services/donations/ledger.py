@@ -1,0 +1,168 @@
+"""Turns a batch of order events into new ledger entries: pure, no I/O.
+
+The consumer loads, in one query each, the rule histories of the batch's sellers and the
+ledger state so far of the batch's orders, then calls ``plan_batch``. Events are applied
+in the order given (offset order per partition, hence per order), and the state is
+carried forward, so an order completed and refunded within one batch gets its accrual
+and then its reversal. An event whose entry already exists (a redelivery) adds nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from services.donations.rules import (
+    ACCRUAL_KEY,
+    OrderFacts,
+    Outcome,
+    RuleVersion,
+    compute_donation,
+    entry_id,
+    refund_key,
+    refund_reversal,
+)
+from shared.events import OrderCompleted, OrderRefunded
+
+OrderEvent = OrderCompleted | OrderRefunded
+
+
+@dataclass(slots=True)
+class OrderLedger:
+    """What the ledger holds so far for one order."""
+
+    seller_id: str
+    project_id: uuid.UUID
+    currency: str
+    rule_version: int
+    net_minor: int
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    entry_id: uuid.UUID
+    order_id: str
+    event_key: str
+    seller_id: str
+    project_id: uuid.UUID
+    kind: Literal["accrual", "reversal"]
+    amount_minor: int
+    currency: str
+    rule_version: int
+    event_id: uuid.UUID
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    entries: list[NewEntry] = field(default_factory=list)
+    # (event type, outcome) -> events
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def _version(history: Sequence[RuleVersion], version: int) -> RuleVersion | None:
+    if 0 < version <= len(history) and history[version - 1].version == version:
+        return history[version - 1]
+    return next((rule for rule in history if rule.version == version), None)
+
+
+def plan_batch(
+    events: Sequence[OrderEvent],
+    histories: Mapping[str, Sequence[RuleVersion]],
+    ledgers: dict[str, OrderLedger],
+) -> BatchPlan:
+    """New entries for ``events``; updates ``ledgers`` in place as it goes."""
+    plan = BatchPlan()
+    for event in events:
+        if isinstance(event, OrderCompleted):
+            _completed(event, histories, ledgers, plan)
+        else:
+            _refunded(event, histories, ledgers, plan)
+    return plan
+
+
+def _completed(
+    event: OrderCompleted,
+    histories: Mapping[str, Sequence[RuleVersion]],
+    ledgers: dict[str, OrderLedger],
+    plan: BatchPlan,
+) -> None:
+    order = event.order
+    known = ledgers.get(order.order_id)
+    if known is not None and ACCRUAL_KEY in known.keys:
+        plan.outcomes[(event.type, "duplicate")] += 1
+        return
+    decision = compute_donation(
+        OrderFacts(order.currency, order.total_minor, order.placed_at),
+        histories.get(order.seller_id, ()),
+    )
+    plan.outcomes[(event.type, decision.outcome.value)] += 1
+    if decision.outcome is not Outcome.DONATED or decision.rule is None:
+        return
+    rule = decision.rule
+    plan.entries.append(
+        NewEntry(
+            entry_id=entry_id(order.order_id, ACCRUAL_KEY),
+            order_id=order.order_id,
+            event_key=ACCRUAL_KEY,
+            seller_id=order.seller_id,
+            project_id=rule.project_id,
+            kind="accrual",
+            amount_minor=decision.amount_minor,
+            currency=rule.currency,
+            rule_version=rule.version,
+            event_id=event.event_id,
+        )
+    )
+    ledgers[order.order_id] = OrderLedger(
+        seller_id=order.seller_id,
+        project_id=rule.project_id,
+        currency=rule.currency,
+        rule_version=rule.version,
+        net_minor=decision.amount_minor,
+        keys={ACCRUAL_KEY},
+    )
+
+
+def _refunded(
+    event: OrderRefunded,
+    histories: Mapping[str, Sequence[RuleVersion]],
+    ledgers: dict[str, OrderLedger],
+    plan: BatchPlan,
+) -> None:
+    known = ledgers.get(event.order_id)
+    key = refund_key(event.refund_id)
+    if known is None:
+        plan.outcomes[(event.type, "no_donation")] += 1
+        return
+    if key in known.keys:
+        plan.outcomes[(event.type, "duplicate")] += 1
+        return
+    rule = _version(histories.get(known.seller_id, ()), known.rule_version)
+    if rule is None:  # rules are never deleted; only a foreign seller_id gets here
+        plan.outcomes[(event.type, "no_rule")] += 1
+        return
+    amount = refund_reversal(rule, event.total_minor, event.refunded_total_minor, known.net_minor)
+    if amount <= 0:
+        plan.outcomes[(event.type, "zero")] += 1
+        return
+    plan.outcomes[(event.type, "reversed")] += 1
+    plan.entries.append(
+        NewEntry(
+            entry_id=entry_id(event.order_id, key),
+            order_id=event.order_id,
+            event_key=key,
+            seller_id=known.seller_id,
+            project_id=known.project_id,
+            kind="reversal",
+            amount_minor=amount,
+            currency=known.currency,
+            rule_version=known.rule_version,
+            event_id=event.event_id,
+        )
+    )
+    known.net_minor -= amount
+    known.keys.add(key)
