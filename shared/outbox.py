@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -69,7 +69,10 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]
 """
 
 
-async def enqueue(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) -> None:
+Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
+
+
+async def enqueue(conn: Conn, messages: Sequence[OutboxMessage]) -> None:
     """Adds ``messages`` to the outbox in one statement, inside the caller's transaction."""
     if not messages:
         return
@@ -87,7 +90,7 @@ _CLAIM = "SELECT pg_try_advisory_lock($1, $2)"
 _FETCH = """
 SELECT id, topic, aggregate_id, payload, extract(epoch FROM created_at)::float8 AS created
 FROM outbox WHERE bucket = ANY($1::smallint[]) ORDER BY id LIMIT $2
-FOR UPDATE SKIP LOCKED
+FOR UPDATE
 """
 _DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 _STATS = """
@@ -110,6 +113,7 @@ class OutboxRelay:
         batch_size: int = 5000,
         idle_poll_seconds: float = 1.0,
         claim_interval_seconds: float = 5.0,
+        after_publish: Callable[[Sequence[int]], Awaitable[None]] | None = None,
     ) -> None:
         self.service = service
         self._dsn = dsn
@@ -118,6 +122,9 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle_poll = idle_poll_seconds
         self._claim_interval = claim_interval_seconds
+        # Test hook: runs after the broker's ack and before the rows are deleted; raising
+        # there aborts the transaction exactly like a relay dying at that point.
+        self._after_publish = after_publish
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lock_conn: asyncpg.Connection[Any] | None = None
@@ -170,7 +177,10 @@ class OutboxRelay:
                 await send(r["topic"], r["payload"], key=r["aggregate_id"].encode()) for r in rows
             ]
             await asyncio.gather(*futures)
-            await conn.execute(_DELETE, [r["id"] for r in rows])
+            ids = [r["id"] for r in rows]
+            if self._after_publish is not None:
+                await self._after_publish(ids)
+            await conn.execute(_DELETE, ids)
         now = time.time()
         latency = PUBLISH_LATENCY.labels(self.service)
         for r in rows[:: max(1, len(rows) // 100)]:  # a sample keeps the histogram cheap

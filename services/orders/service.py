@@ -1,0 +1,394 @@
+"""Order logic: idempotent ingest, the state machine's moves, events into the outbox.
+
+Each operation runs in one transaction that writes the order change and its event row
+together (transactional outbox). Moves on an existing order lock its row first
+(``SELECT ... FOR UPDATE``), so racing requests on one order serialize and their events
+get outbox ids in commit order, which is the order the relay publishes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from prometheus_client import Counter
+
+from services.orders import domain
+from services.orders import repository as repo
+from services.orders.domain import FieldError, OrderStatus
+from services.orders.schemas import OrderIn, RefundIn
+from shared.auth import Principal, ensure_seller
+from shared.events import OrderCancelled, OrderCompleted, OrderRefunded, OrderSnapshot, encode
+from shared.events import OrderItem as EventItem
+from shared.outbox import OutboxMessage, enqueue
+
+OUTCOMES = Counter(
+    "gfg_orders_requests_total",
+    "Orders API outcomes (per order for batches)",
+    ["operation", "outcome"],
+)
+AGGREGATE_TYPE = "order"
+
+
+class OrderNotFound(Exception):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(order_id)
+        self.order_id = order_id
+
+
+class IdempotencyConflict(Exception):
+    """The same order_id / refund_id was used before with a different request."""
+
+
+class InvalidOrder(Exception):
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    created: bool
+    body: dict[str, Any]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def order_body(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "order_id": row["order_id"],
+        "seller_id": row["seller_id"],
+        "buyer_ref": row["buyer_ref"],
+        "currency": row["currency"],
+        "total_minor": row["total_minor"],
+        "items": row["items"],
+        "placed_at": row["placed_at"],
+        "status": row["status"],
+        "completed_at": row["completed_at"],
+        "cancelled_at": row["cancelled_at"],
+        "refunded_minor": row["refunded_minor"],
+    }
+
+
+def _new_order_body(new: repo.NewOrder, order: OrderIn) -> dict[str, Any]:
+    return {
+        "order_id": new.order_id,
+        "seller_id": new.seller_id,
+        "buyer_ref": new.buyer_ref,
+        "currency": new.currency,
+        "total_minor": new.total_minor,
+        "items": [item.model_dump() for item in order.items],
+        "placed_at": new.placed_at,
+        "status": new.status,
+        "completed_at": new.completed_at,
+        "cancelled_at": None,
+        "refunded_minor": 0,
+    }
+
+
+class OrderService:
+    def __init__(self, pool: asyncpg.Pool[Any], *, topic: str, clock_skew: timedelta) -> None:
+        self._pool = pool
+        self._topic = topic
+        self._skew = clock_skew
+
+    # -- ingest -----------------------------------------------------------------------
+
+    def _prepare(self, order: OrderIn, now: datetime, field_prefix: str = "") -> repo.NewOrder:
+        errors = domain.check_order(
+            total_minor=order.total_minor,
+            items=order.items,
+            placed_at=order.placed_at,
+            status=order.status,
+            completed_at=order.completed_at,
+            now=now,
+            clock_skew=self._skew,
+        )
+        if errors:
+            raise InvalidOrder([FieldError(field_prefix + e.field, e.message) for e in errors])
+        completed_at = None
+        if order.status == "completed":
+            completed_at = order.completed_at or now
+        return repo.NewOrder(
+            order_id=order.order_id,
+            seller_id=order.seller_id,
+            buyer_ref=order.buyer_ref,
+            currency=order.currency,
+            total_minor=order.total_minor,
+            items_json=orjson.dumps([item.model_dump() for item in order.items]).decode(),
+            placed_at=order.placed_at or now,
+            status=order.status,
+            completed_at=completed_at,
+            request_hash=domain.request_hash(order.canonical()),
+        )
+
+    def _completed_message(self, order: repo.NewOrder, items: Sequence[Any]) -> OutboxMessage:
+        assert order.completed_at is not None
+        event = OrderCompleted(
+            occurred_at=order.completed_at,
+            order=OrderSnapshot(
+                order_id=order.order_id,
+                seller_id=order.seller_id,
+                currency=order.currency,
+                total_minor=order.total_minor,
+                items=[
+                    EventItem(
+                        item_id=i["item_id"] if isinstance(i, dict) else i.item_id,
+                        quantity=i["quantity"] if isinstance(i, dict) else i.quantity,
+                        unit_price_minor=(
+                            i["unit_price_minor"] if isinstance(i, dict) else i.unit_price_minor
+                        ),
+                    )
+                    for i in items
+                ],
+                placed_at=order.placed_at,
+                completed_at=order.completed_at,
+            ),
+        )
+        return self._message(order.order_id, event.type, encode(event))
+
+    def _message(self, order_id: str, event_type: str, payload: bytes) -> OutboxMessage:
+        return OutboxMessage(
+            topic=self._topic,
+            aggregate_type=AGGREGATE_TYPE,
+            aggregate_id=order_id,
+            type=event_type,
+            payload=payload,
+        )
+
+    async def create(self, order: OrderIn) -> Outcome:
+        """201 semantics when created; a retry of the same request returns the order."""
+        try:
+            new = self._prepare(order, _utcnow())
+        except InvalidOrder:
+            OUTCOMES.labels("create", "invalid").inc()
+            raise
+        async with self._pool.acquire() as conn:
+            if new.status == OrderStatus.PLACED:
+                inserted = await repo.insert_order(conn, new)
+            else:
+                async with conn.transaction():
+                    inserted = await repo.insert_order(conn, new)
+                    if inserted:
+                        await enqueue(conn, [self._completed_message(new, order.items)])
+            if inserted:
+                OUTCOMES.labels("create", "created").inc()
+                return Outcome(True, _new_order_body(new, order))
+            row = await repo.get_order(conn, new.order_id)
+        assert row is not None  # orders are never deleted
+        if bytes(row["request_hash"]) != new.request_hash:
+            OUTCOMES.labels("create", "conflict").inc()
+            raise IdempotencyConflict(
+                f"order {new.order_id!r} exists with a different body; "
+                "an order_id can be posted only with the same content again"
+            )
+        OUTCOMES.labels("create", "duplicate").inc()
+        return Outcome(False, order_body(row))
+
+    async def create_batch(self, orders: Sequence[OrderIn]) -> int:
+        """All or nothing: every order is valid and new or an exact retry, or none is kept."""
+        now = _utcnow()
+        errors: list[FieldError] = []
+        prepared: list[repo.NewOrder] = []
+        seen: set[str] = set()
+        for index, order in enumerate(orders):
+            try:
+                prepared.append(self._prepare(order, now, f"orders.{index}."))
+            except InvalidOrder as exc:
+                errors += exc.errors
+            if order.order_id in seen:
+                errors.append(
+                    FieldError(f"orders.{index}.order_id", "appears more than once in the batch")
+                )
+            seen.add(order.order_id)
+        if errors:
+            OUTCOMES.labels("batch", "invalid").inc(len(orders))
+            raise InvalidOrder(errors)
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await repo.insert_orders(conn, prepared)
+            existing = [o for o in prepared if o.order_id not in inserted]
+            if existing:
+                hashes = await repo.request_hashes(conn, [o.order_id for o in existing])
+                conflicts = [o.order_id for o in existing if hashes[o.order_id] != o.request_hash]
+                if conflicts:
+                    OUTCOMES.labels("batch", "conflict").inc(len(orders))
+                    shown = ", ".join(repr(c) for c in conflicts[:10])
+                    raise IdempotencyConflict(
+                        f"{len(conflicts)} order(s) exist with a different body: {shown}; "
+                        "nothing in this batch was accepted"
+                    )
+            messages = [
+                self._completed_message(new, order.items)
+                for new, order in zip(prepared, orders, strict=True)
+                if new.status == OrderStatus.COMPLETED and new.order_id in inserted
+            ]
+            await enqueue(conn, messages)
+        OUTCOMES.labels("batch", "created").inc(len(inserted))
+        OUTCOMES.labels("batch", "duplicate").inc(len(existing))
+        return len(orders)
+
+    # -- moves on an existing order ---------------------------------------------------
+
+    async def get(self, order_id: str, principal: Principal) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            row = await repo.get_order(conn, order_id)
+        if row is None:
+            raise OrderNotFound(order_id)
+        ensure_seller(principal, row["seller_id"])
+        return order_body(row)
+
+    async def complete(
+        self, order_id: str, principal: Principal, completed_at: datetime | None
+    ) -> dict[str, Any]:
+        now = _utcnow()
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._locked(conn, order_id, principal)
+            try:
+                transition = domain.complete(OrderStatus(row["status"]))
+            except domain.IllegalTransition:
+                OUTCOMES.labels("complete", "illegal").inc()
+                raise
+            body = order_body(row)
+            if not transition.changed:
+                OUTCOMES.labels("complete", "duplicate").inc()
+                return body
+            at = completed_at or now
+            if at < row["placed_at"] and completed_at is None:
+                at = row["placed_at"]  # a storefront clock ahead of ours: keep the order sane
+            errors = domain.check_completion(
+                placed_at=row["placed_at"], completed_at=at, now=now, clock_skew=self._skew
+            )
+            if errors:
+                OUTCOMES.labels("complete", "invalid").inc()
+                raise InvalidOrder(errors)
+            await repo.mark_completed(conn, order_id, at)
+            new = repo.NewOrder(
+                order_id=order_id,
+                seller_id=row["seller_id"],
+                buyer_ref=row["buyer_ref"],
+                currency=row["currency"],
+                total_minor=row["total_minor"],
+                items_json="",
+                placed_at=row["placed_at"],
+                status=OrderStatus.COMPLETED,
+                completed_at=at,
+                request_hash=b"",
+            )
+            await enqueue(conn, [self._completed_message(new, row["items"])])
+        OUTCOMES.labels("complete", "completed").inc()
+        return body | {"status": OrderStatus.COMPLETED.value, "completed_at": at}
+
+    async def cancel(self, order_id: str, principal: Principal) -> dict[str, Any]:
+        now = _utcnow()
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._locked(conn, order_id, principal)
+            try:
+                transition = domain.cancel(OrderStatus(row["status"]))
+            except domain.IllegalTransition:
+                OUTCOMES.labels("cancel", "illegal").inc()
+                raise
+            body = order_body(row)
+            if not transition.changed:
+                OUTCOMES.labels("cancel", "duplicate").inc()
+                return body
+            await repo.mark_cancelled(conn, order_id, now)
+            event = OrderCancelled(order_id=order_id, seller_id=row["seller_id"], occurred_at=now)
+            await enqueue(conn, [self._message(order_id, event.type, encode(event))])
+        OUTCOMES.labels("cancel", "cancelled").inc()
+        return body | {"status": OrderStatus.CANCELLED.value, "cancelled_at": now}
+
+    async def refund(self, order_id: str, principal: Principal, request: RefundIn) -> Outcome:
+        try:
+            return await self._refund(order_id, principal, request)
+        except asyncpg.UniqueViolationError:
+            # The same refund_id raced in on another order: run again to see it and answer.
+            return await self._refund(order_id, principal, request)
+
+    async def _refund(self, order_id: str, principal: Principal, request: RefundIn) -> Outcome:
+        fingerprint = domain.request_hash({"order_id": order_id, **request.model_dump()})
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._locked(conn, order_id, principal)
+            previous = await repo.get_refund(conn, request.refund_id)
+            if previous is not None:
+                if bytes(previous["request_hash"]) != fingerprint:
+                    OUTCOMES.labels("refund", "conflict").inc()
+                    raise IdempotencyConflict(
+                        f"refund {request.refund_id!r} exists with a different body "
+                        f"(order {previous['order_id']!r}, amount_minor "
+                        f"{previous['amount_minor']})"
+                    )
+                OUTCOMES.labels("refund", "duplicate").inc()
+                return Outcome(False, _refund_body(previous))
+            try:
+                result = domain.refund(
+                    OrderStatus(row["status"]),
+                    row["total_minor"],
+                    row["refunded_minor"],
+                    request.amount_minor,
+                )
+            except domain.IllegalTransition:
+                OUTCOMES.labels("refund", "illegal").inc()
+                raise
+            except domain.RefundExceedsTotal as exc:
+                OUTCOMES.labels("refund", "invalid").inc()
+                raise InvalidOrder([FieldError("amount_minor", str(exc))]) from exc
+            created_at = await repo.add_refund(
+                conn,
+                refund_id=request.refund_id,
+                order_id=order_id,
+                amount_minor=request.amount_minor,
+                refunded_total_minor=result.refunded_total_minor,
+                status=result.status,
+                request_hash=fingerprint,
+            )
+            event = OrderRefunded(
+                order_id=order_id,
+                seller_id=row["seller_id"],
+                refund_id=request.refund_id,
+                amount_minor=request.amount_minor,
+                refunded_total_minor=result.refunded_total_minor,
+                total_minor=row["total_minor"],
+                currency=row["currency"],
+                placed_at=row["placed_at"],
+                occurred_at=created_at,
+            )
+            await enqueue(conn, [self._message(order_id, event.type, encode(event))])
+        OUTCOMES.labels("refund", "refunded").inc()
+        return Outcome(
+            True,
+            {
+                "refund_id": request.refund_id,
+                "order_id": order_id,
+                "amount_minor": request.amount_minor,
+                "refunded_total_minor": result.refunded_total_minor,
+                "currency": row["currency"],
+                "status": result.status.value,
+                "created_at": created_at,
+            },
+        )
+
+    async def _locked(self, conn: repo.Conn, order_id: str, principal: Principal) -> asyncpg.Record:
+        row = await repo.get_order(conn, order_id, for_update=True)
+        if row is None:
+            raise OrderNotFound(order_id)
+        ensure_seller(principal, row["seller_id"])
+        return row
+
+
+def _refund_body(row: asyncpg.Record) -> dict[str, Any]:
+    refunded_total = row["refunded_total_minor"]
+    return {
+        "refund_id": row["refund_id"],
+        "order_id": row["order_id"],
+        "amount_minor": row["amount_minor"],
+        "refunded_total_minor": refunded_total,
+        "currency": row["currency"],
+        "status": "refunded" if refunded_total == row["total_minor"] else "completed",
+        "created_at": row["created_at"],
+    }
