@@ -43,3 +43,12 @@ def unique(prefix: str) -> str:
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return bearer(Role.ADMIN)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support import SUMMARY
+
+    if SUMMARY:
+        terminalreporter.section("goods-for-good run summary")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

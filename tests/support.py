@@ -61,3 +61,11 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s; last result: {result!r}")
         await asyncio.sleep(interval)
+
+
+SUMMARY: list[str] = []
+
+
+def report(line: str) -> None:
+    """Adds a line to the end-of-run summary (counts of fuzz, simulation and fault runs)."""
+    SUMMARY.append(line)
