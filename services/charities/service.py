@@ -319,8 +319,14 @@ def check_range(start: date, end: date, max_days: int = 3660) -> None:
         raise unprocessable("to", f"a range spans at most {max_days} days")
 
 
+def _json_default(value: Any) -> str:
+    if isinstance(value, uuid.UUID):  # asyncpg's own UUID type, which orjson does not know
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def dumps(body: Any) -> bytes:
-    return orjson.dumps(body, option=orjson.OPT_UTC_Z)
+    return orjson.dumps(body, default=_json_default, option=orjson.OPT_UTC_Z)
 
 
 def body_etag(body: bytes) -> str:

@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from services.charities.app import create_app
 from services.charities.config import Settings
+from shared.events import TOPIC_LEDGER
+from shared.kafka import make_producer
 from tests.conftest import bearer
 
 
@@ -36,3 +39,21 @@ async def client(charities_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def admin() -> dict[str, str]:
     return bearer("admin")
+
+
+@pytest.fixture(scope="session")
+async def ledger_producer(
+    charities_settings: Settings, charities_app: FastAPI
+) -> AsyncIterator[AIOKafkaProducer]:
+    """Produces onto the test ledger topic (created by the app's start)."""
+    producer = make_producer(charities_settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def ledger_topic(charities_settings: Settings) -> str:
+    return charities_settings.topic(TOPIC_LEDGER)
