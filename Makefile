@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ROLE ?= admin
 SELLERS ?=
 
-.PHONY: help install infra run down test lint fmt token bench simulate reconcile chaos
+.PHONY: help install infra run down test lint fmt token bench simulate reconcile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,3 +61,9 @@ token: $(STAMP) ## print a JWT for the local stack: make token ROLE=seller SELLE
 
 bench: run ## benchmarks against the running stack; prints `bench <name> <value> <unit>`
 	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.bench
+
+simulate: run ## stream a simulated marketplace through the running stack and check totals
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.simulate $(ARGS)
+
+reconcile: $(STAMP) ## compare orders, ledger and charities totals; non-zero on any difference
+	@$(PY) -m tools.reconcile $(ARGS)

@@ -26,7 +26,9 @@ class Stack:
     charities: str
 
 
-def _start(name: str, port: int, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+def start_service(
+    name: str, port: int, env: dict[str, str], log_dir: Path
+) -> subprocess.Popen[bytes]:
     log = (log_dir / f"{name}.log").open("ab")
     return subprocess.Popen(
         [
@@ -48,7 +50,7 @@ def _start(name: str, port: int, env: dict[str, str], log_dir: Path) -> subproce
     )
 
 
-async def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> None:
+async def wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
@@ -70,7 +72,7 @@ def stack_processes() -> Iterator[tuple[Stack, dict[str, subprocess.Popen[bytes]
     env = dict(os.environ, GFG_CHARITIES_URL=urls["charities"], GFG_LOG_JSON="true")
     log_dir = ROOT / "test-artifacts" / "e2e-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    processes = {name: _start(name, ports[name], env, log_dir) for name in ports}
+    processes = {name: start_service(name, ports[name], env, log_dir) for name in ports}
     try:
         yield Stack(**urls), processes
     finally:
@@ -90,5 +92,5 @@ async def stack(
 ) -> Stack:
     urls, processes = stack_processes
     for name, process in processes.items():
-        await _wait_ready(getattr(urls, name), process, name)
+        await wait_ready(getattr(urls, name), process, name)
     return urls

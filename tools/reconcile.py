@@ -1,0 +1,222 @@
+"""``make reconcile``: proves the three databases agree, and names every difference.
+
+1. orders → ledger: every completed or refunded order whose seller had an active rule at
+   ``placed_at`` has the net donation the rule gives (computed here, independently of the
+   donations service's code), in the rule's project; no other order has ledger entries.
+2. ledger → totals: every project's charities totals (donated, reversed, net, donation
+   and seller counts) equal the sums of its ledger entries.
+
+Run it once the pipeline has drained (``--wait`` retries until clean or the deadline).
+``--seller-prefix`` limits it to one simulation's sellers and their projects. Exit 1 on
+any difference, 0 when clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.db import connect
+from shared.settings import CommonSettings
+from tools.simulate import OrderPlan, RuleVersion, expected_net, rule_at
+
+
+@dataclass
+class Report:
+    orders: int = 0
+    ledger_entries: int = 0
+    projects: int = 0
+    pending_outbox: dict[str, int] = field(default_factory=dict)
+    differences: list[str] = field(default_factory=list)
+
+
+async def _fetch(dsn: str, sql: str, *args: Any) -> list[Any]:
+    conn = await connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) -> Report:
+    like = prefix + "%"
+    report = Report()
+    orders, rules, ledger, outbox_orders, outbox_donations = await asyncio.gather(
+        _fetch(
+            settings.dsn(dbs["orders"]),
+            """SELECT order_id, seller_id, currency, total_minor, placed_at, status,
+                      refunded_minor
+               FROM sales_order WHERE seller_id LIKE $1 AND status IN ('completed', 'refunded')""",
+            like,
+        ),
+        _fetch(
+            settings.dsn(dbs["donations"]),
+            """SELECT seller_id, version, project_id::text AS project_id, mode,
+                      coalesce(amount_minor, 0) AS amount_minor,
+                      coalesce(basis_points, 0) AS basis_points, min_minor, max_minor,
+                      currency, active, effective_from
+               FROM donation_rule WHERE seller_id LIKE $1 ORDER BY seller_id, version""",
+            like,
+        ),
+        _fetch(
+            settings.dsn(dbs["donations"]),
+            """SELECT order_id, seller_id, project_id::text AS project_id, kind, amount_minor,
+                      currency
+               FROM ledger_entry WHERE seller_id LIKE $1""",
+            like,
+        ),
+        _fetch(settings.dsn(dbs["orders"]), "SELECT count(*) AS n FROM outbox"),
+        _fetch(settings.dsn(dbs["donations"]), "SELECT count(*) AS n FROM outbox"),
+    )
+    report.pending_outbox = {"orders": outbox_orders[0]["n"], "donations": outbox_donations[0]["n"]}
+    report.orders = len(orders)
+    report.ledger_entries = len(ledger)
+
+    history: dict[str, list[RuleVersion]] = defaultdict(list)
+    project_currency: dict[str, str] = {}
+    for r in rules:
+        history[r["seller_id"]].append(
+            RuleVersion(
+                effective_from=r["effective_from"],
+                project_id=r["project_id"],
+                mode=r["mode"],
+                amount_minor=r["amount_minor"],
+                basis_points=r["basis_points"],
+                min_minor=r["min_minor"],
+                max_minor=r["max_minor"],
+                active=r["active"],
+            )
+        )
+        project_currency[r["project_id"]] = r["currency"]
+
+    # 1. orders -> ledger, per order
+    ledger_net: dict[str, int] = defaultdict(int)
+    ledger_project: dict[str, set[str]] = defaultdict(set)
+    for e in ledger:
+        sign = 1 if e["kind"] == "accrual" else -1
+        ledger_net[e["order_id"]] += sign * e["amount_minor"]
+        ledger_project[e["order_id"]].add(e["project_id"])
+    seen: set[str] = set()
+    for o in orders:
+        seen.add(o["order_id"])
+        plan = OrderPlan(
+            o["order_id"],
+            o["seller_id"],
+            o["currency"],
+            o["total_minor"],
+            o["placed_at"],
+            completed=True,
+            refunded_minor=o["refunded_minor"],
+        )
+        rule = rule_at(history[o["seller_id"]], o["placed_at"])
+        want = 0
+        if rule is not None:
+            want = expected_net(plan, rule, project_currency[rule.project_id])
+        got = ledger_net.get(o["order_id"], 0)
+        if want != got:
+            report.differences.append(
+                f"order {o['order_id']}: expected net donation {want}, ledger has {got}"
+            )
+        if rule is not None and ledger_project.get(o["order_id"], {rule.project_id}) != {
+            rule.project_id
+        }:
+            report.differences.append(
+                f"order {o['order_id']}: ledger project {sorted(ledger_project[o['order_id']])}"
+                f" is not the rule's project {rule.project_id}"
+            )
+    for order_id, net in ledger_net.items():
+        if order_id not in seen:
+            report.differences.append(
+                f"order {order_id}: ledger net {net} but the order is not completed or refunded"
+            )
+
+    # 2. ledger -> charities totals, per project
+    sums: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"donated": 0, "reversed": 0, "count": 0, "sellers": set()}
+    )
+    for e in ledger:
+        s = sums[e["project_id"]]
+        if e["kind"] == "accrual":
+            s["donated"] += e["amount_minor"]
+            s["count"] += 1
+        else:
+            s["reversed"] += e["amount_minor"]
+        s["sellers"].add(e["seller_id"])
+    projects = sorted(set(sums) | set(project_currency))
+    report.projects = len(projects)
+    totals = await _fetch(
+        settings.dsn(dbs["charities"]),
+        """SELECT project_id::text AS project_id, sum(donated_minor) AS donated,
+                  sum(reversed_minor) AS reversed, sum(donation_count) AS count,
+                  sum(seller_count) AS sellers
+           FROM project_total WHERE project_id = ANY($1::uuid[]) GROUP BY project_id""",
+        projects,
+    )
+    by_project = {t["project_id"]: t for t in totals}
+    for project_id in projects:
+        sums_of = sums[project_id]
+        row = by_project.get(project_id)
+        reported: tuple[int, ...] = (
+            tuple(int(row[k]) for k in ("donated", "reversed", "count", "sellers"))
+            if row is not None
+            else (0, 0, 0, 0)
+        )
+        derived = (
+            sums_of["donated"],
+            sums_of["reversed"],
+            sums_of["count"],
+            len(sums_of["sellers"]),
+        )
+        if reported != derived:
+            report.differences.append(
+                f"project {project_id}: ledger (donated, reversed, donations, sellers) = "
+                f"{derived}, charities totals = {reported}"
+            )
+    return report
+
+
+def print_report(report: Report) -> None:
+    print(
+        f"reconcile: {report.orders} completed/refunded orders, {report.ledger_entries} ledger"
+        f" entries, {report.projects} projects; outbox backlog {report.pending_outbox}"
+    )
+    for line in report.differences:
+        print(f"DIFFERENCE {line}")
+    print(
+        "reconcile: clean"
+        if not report.differences
+        else f"reconcile: {len(report.differences)} difference(s)"
+    )
+
+
+async def main(args: argparse.Namespace) -> int:
+    settings = CommonSettings(jwt_secret=os.environ.get("GFG_JWT_SECRET", "x" * 32))
+    dbs = {
+        svc: os.environ.get(f"GFG_{svc.upper()}_DB", svc)
+        for svc in ("orders", "donations", "charities")
+    }
+    deadline = time.monotonic() + args.wait
+    while True:
+        report = await reconcile(settings, dbs, args.seller_prefix)
+        if not report.differences or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(1)
+    print_report(report)
+    return 1 if report.differences else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seller-prefix", default="", help="only sellers whose id starts so")
+    parser.add_argument("--wait", type=float, default=0, help="retry until clean, up to N s")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
