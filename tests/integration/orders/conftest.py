@@ -29,7 +29,7 @@ class Orders:
 
 @pytest.fixture(scope="session")
 def orders_settings() -> Settings:
-    return Settings()  # type: ignore[call-arg]
+    return Settings()
 
 
 @pytest.fixture(scope="session")
