@@ -29,25 +29,17 @@ class Stack:
 def start_service(
     name: str, port: int, env: dict[str, str], log_dir: Path
 ) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{name}.log").open("ab")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"services.{name}.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (log_dir / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", f"services.{name}.app:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
 
 async def wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> None:
