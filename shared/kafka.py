@@ -173,8 +173,11 @@ class BatchConsumer:
         max_records: int = 2000,
         poll_timeout_ms: int = 200,
         max_poll_interval_ms: int = 300_000,
+        partitions: int = 12,
     ) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap
+        self._partitions = partitions
         self.group_id = group_id
         self._handler = handler
         self._producer = producer
@@ -196,6 +199,9 @@ class BatchConsumer:
         self.records_done = 0
 
     async def start(self) -> None:
+        # Subscribing to a topic that does not exist yet would leave the consumer idle until
+        # its next metadata refresh (minutes): make sure it exists first.
+        await ensure_topics(self._bootstrap, [self.topic], self._partitions)
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_WaitForBatch(self._lock))
 
