@@ -1,0 +1,74 @@
+"""Reconcile must name a difference when one exists (and stay quiet when none does)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from datetime import UTC, datetime, timedelta
+
+from shared.db import connect
+from shared.migrations import migrate
+from shared.settings import CommonSettings
+from tests.conftest import unique
+from tools.reconcile import reconcile
+
+ROOT = Path(__file__).parents[2]
+DBS = {s: os.environ[f"GFG_{s.upper()}_DB"] for s in ("orders", "donations", "charities")}
+
+
+async def test_reconcile_names_a_missing_donation_and_a_total_that_lags(
+    common_settings: CommonSettings,
+) -> None:
+    for service, db in DBS.items():  # the tables exist even if no service started yet
+        await migrate(common_settings.dsn(db), ROOT / "services" / service / "migrations")
+
+    prefix = unique("recon") + "-"
+    seller = prefix + "s1"
+    project_id = uuid.uuid4()
+    placed = datetime.now(UTC) - timedelta(minutes=5)
+    orders = await connect(common_settings.dsn(DBS["orders"]))
+    donations = await connect(common_settings.dsn(DBS["donations"]))
+    try:
+        await donations.execute(
+            """INSERT INTO donation_rule (seller_id, version, project_id, mode, amount_minor,
+                 currency, active, effective_from)
+               VALUES ($1, 1, $2, 'fixed', 7, 'CNY', true, $3)""",
+            seller,
+            project_id,
+            placed - timedelta(minutes=1),
+        )
+        clean = await reconcile(common_settings, DBS, prefix)
+        assert clean.differences == []
+
+        await orders.execute(
+            """INSERT INTO sales_order (order_id, seller_id, currency, total_minor, items,
+                 placed_at, status, completed_at, request_hash)
+               VALUES ($1, $2, 'CNY', 100, '[]'::jsonb, $3, 'completed', $3, '\\x00')""",
+            prefix + "o1",
+            seller,
+            placed,
+        )
+        missing = await reconcile(common_settings, DBS, prefix)
+        assert missing.differences == [
+            f"order {prefix}o1: expected net donation 7, ledger has 0",
+        ]
+
+        await donations.execute(
+            """INSERT INTO ledger_entry (entry_id, order_id, event_key, seller_id, project_id,
+                 kind, amount_minor, currency, rule_version, event_id, recorded_at)
+               VALUES ($1, $2, 'accrual', $3, $4, 'accrual', 7, 'CNY', 1, $5, now())""",
+            uuid.uuid4(),
+            prefix + "o1",
+            seller,
+            project_id,
+            uuid.uuid4(),
+        )
+        lagging = await reconcile(common_settings, DBS, prefix)
+        assert lagging.differences == [
+            f"project {project_id}: ledger (donated, reversed, donations, sellers) = "
+            "(7, 0, 1, 1), charities totals = (0, 0, 0, 0)"
+        ]
+    finally:
+        await orders.close()
+        await donations.close()
