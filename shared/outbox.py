@@ -19,7 +19,10 @@ Why no lost or reordered event:
   only buckets whose session advisory lock it holds. Several relays (one per service
   process) may run; a bucket has one owner at a time, so one key's events are never
   published by two relays out of order. A relay that dies drops its locks with its
-  connection and the others take its buckets over on their next claim.
+  connection and the others take its buckets over on their next claim. The fetch locks
+  rows with a plain ``FOR UPDATE`` (not ``SKIP LOCKED``): during such a takeover the new
+  owner waits for the old owner's in-flight batch instead of skipping past it and
+  publishing a key's later rows first.
 - Killed between the broker's ack and the delete, a relay's transaction rolls back and
   the rows are published again with the same ``event_id``: a duplicate, never a loss.
 """
@@ -140,6 +143,17 @@ class OutboxRelay:
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    async def claim(self) -> frozenset[int]:
+        """Connects and claims the free buckets now (``run()`` does this by itself)."""
+        await self._ensure_lock_connection()
+        self._last_claim = 0.0
+        await self._claim_buckets()
+        return self.owned_buckets
+
+    async def release(self) -> None:
+        """Gives up every bucket (as a relay that died would), for tests and tools."""
+        await self._drop_lock_connection()
 
     async def run(self) -> None:
         """Runs until ``stop()``, surviving database and broker outages."""
