@@ -73,6 +73,7 @@ class LedgerHandler:
     def __init__(self, pool: asyncpg.Pool[Any], ledger_topic: str) -> None:
         self._pool = pool
         self._ledger_topic = ledger_topic
+        self.entries_recorded = 0
 
     async def handle(self, records: Sequence[Record]) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
@@ -101,6 +102,7 @@ class LedgerHandler:
                 recorded = [e for e in plan.entries if e.entry_id in inserted]
                 await enqueue(conn, self._messages(recorded, recorded_at))
             plan_outcomes = plan.outcomes
+            self.entries_recorded += len(recorded)
             if len(recorded) < len(plan.entries):  # lost a race with a concurrent redelivery
                 plan_outcomes[("entries", "already_recorded")] += len(plan.entries) - len(recorded)
         _count(tally + plan_outcomes, recorded)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from services.donations import repository, service
 from services.donations.charities import CharitiesClient
@@ -25,7 +26,14 @@ from services.donations.schemas import (
 from shared.auth import Principal, Role, SellerDep, ensure_seller, require
 from shared.problems import not_found, unprocessable
 
-router = APIRouter(prefix="/v1", tags=["donations"])
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[Any]
+else:  # asyncpg's classes are not generic at runtime
+    Pool = asyncpg.Pool
+
+# FastAPI serializes response models itself; the app default ORJSONResponse is deprecated
+# and warns on every response.
+router = APIRouter(prefix="/v1", tags=["donations"], default_response_class=JSONResponse)
 
 SellerId = Annotated[str, Path(min_length=1, max_length=64)]
 OrderId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -33,8 +41,8 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 OwnSellerDep = Annotated[Principal, Depends(require(Role.SELLER))]
 
 
-def _pool(request: Request) -> asyncpg.Pool[Any]:
-    pool: asyncpg.Pool[Any] = request.app.state.pool
+def _pool(request: Request) -> Pool:
+    pool: Pool = request.app.state.pool
     return pool
 
 
@@ -43,7 +51,7 @@ def _charities(request: Request) -> CharitiesClient:
     return client
 
 
-PoolDep = Annotated[asyncpg.Pool[Any], Depends(_pool)]
+PoolDep = Annotated[Pool, Depends(_pool)]
 CharitiesDep = Annotated[CharitiesClient, Depends(_charities)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -13,7 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 from services.donations.ledger import NewEntry, OrderLedger
 from services.donations.rules import RuleVersion
 
-Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 _RULE_COLUMNS = """seller_id, version, project_id, mode, amount_minor, basis_points, min_minor,
 max_minor, currency, active, effective_from"""
@@ -106,7 +106,7 @@ async def rule_histories(conn: Conn, seller_ids: Iterable[str]) -> dict[str, lis
 _LEDGERS = """
 SELECT order_id, min(seller_id) AS seller_id, (array_agg(project_id))[1] AS project_id,
        min(currency) AS currency, min(rule_version) AS rule_version,
-       sum(CASE kind WHEN 'accrual' THEN amount_minor ELSE -amount_minor END) AS net_minor,
+       sum(CASE kind WHEN 'accrual' THEN amount_minor ELSE -amount_minor END)::bigint AS net_minor,
        array_agg(event_key) AS keys
 FROM ledger_entry WHERE order_id = ANY($1::text[])
 GROUP BY order_id
