@@ -37,6 +37,15 @@ async def main(names: list[str], output: Path) -> int:
             print(figure.line(), flush=True)
         figures += found
         print(f"# bench {name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    by_name = {f.name: f.value for f in figures}
+    if "pipeline.orders_per_s" in by_name and "ceiling.orders_per_s" in by_name:
+        ratio = Figure(
+            "pipeline.ratio_to_ceiling",
+            by_name["pipeline.orders_per_s"] / by_name["ceiling.orders_per_s"],
+            "ratio",
+        )
+        print(ratio.line(), flush=True)
+        figures.append(ratio)
     results = [{"name": f.name, "value": f.value, "unit": f.unit} for f in figures]
     await asyncio.to_thread(output.write_bytes, orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return 1 if failed else 0
