@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
-from services.charities.endpoints import pages, router, static_files
+from services.charities.endpoints import TotalsFastPath, pages, router, static_files
 from services.charities.service import ResponseCache
 from shared.db import create_pool
 from shared.events import TOPIC_LEDGER
@@ -23,9 +23,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, consume: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, consume: bool | None = None) -> FastAPI:
     """``consume=False`` serves the API without folding the ledger (benchmarks, tools)."""
     settings = settings or Settings()
+    if consume is None:
+        consume = settings.charities_consume_ledger
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,4 +79,5 @@ def create_app(settings: Settings | None = None, *, consume: bool = True) -> Fas
         routers=[router, pages],
     )
     app.mount("/static", static_files(), name="static")
+    app.add_middleware(TotalsFastPath)
     return app

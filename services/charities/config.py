@@ -13,3 +13,5 @@ class Settings(CommonSettings):
     # How long a totals response is served from memory before the database is asked
     # again (the dashboard polls every second; the response says max-age=1).
     totals_cache_seconds: float = 0.5
+    # False serves the API only (a read replica of the service, or a benchmark).
+    charities_consume_ledger: bool = True

@@ -364,6 +364,12 @@ class ResponseCache:
         self._entries: dict[str, Cached] = {}
         self._loading: dict[str, asyncio.Future[Cached]] = {}
 
+    def fresh(self, key: str) -> Cached | None:
+        cached = self._entries.get(key)
+        if cached is not None and cached.fresh_until > time.monotonic():
+            return cached
+        return None
+
     async def get(self, key: str, load: Callable[[Cached | None], Awaitable[Cached]]) -> Cached:
         now = time.monotonic()
         cached = self._entries.get(key)

@@ -1,0 +1,220 @@
+"""Pure logic of the charities service: ledger parsing, cursors, ETags, response cache."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.charities.service import (
+    Cached,
+    ResponseCache,
+    body_etag,
+    decode_cursor,
+    encode_cursor,
+    etag_matches,
+    parse_ledger,
+)
+from shared.events import DonationRecorded, LedgerEntry, encode
+from shared.problems import Problem
+
+
+def _record(value: bytes | None, offset: int = 0) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic="t",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value or b""),
+        headers=(),
+    )
+
+
+def _event(
+    kind: Literal["accrual", "reversal"] = "accrual",
+    amount: int = 5,
+    entry_id: uuid.UUID | None = None,
+) -> bytes:
+    return encode(
+        DonationRecorded(
+            entry=LedgerEntry(
+                entry_id=entry_id or uuid.uuid4(),
+                order_id="o-1",
+                seller_id="s-1",
+                project_id=uuid.uuid4(),
+                kind=kind,
+                amount_minor=amount,
+                currency="CNY",
+                rule_version=1,
+                recorded_at=datetime(2031, 1, 1, tzinfo=UTC),
+            )
+        )
+    )
+
+
+def test_parse_ledger_sorts_entries_dead_letters_and_skips() -> None:
+    duplicate = uuid.uuid4()
+    unknown_type = orjson.dumps(
+        {"event_id": str(uuid.uuid4()), "type": "x.y", "occurred_at": "2031-01-01T00:00:00Z"}
+    )
+    bad_entry = orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "donation.recorded",
+            "occurred_at": "2031-01-01T00:00:00Z",
+            "entry": {"amount_minor": -1},
+        }
+    )
+    records = [
+        _record(_event("accrual", 7, duplicate), 0),
+        _record(b"\xff not json", 1),
+        _record(unknown_type, 2),
+        _record(_event("reversal", 3), 3),
+        _record(_event("accrual", 7, duplicate), 4),
+        _record(bad_entry, 5),
+        _record(None, 6),
+        _record(b"[1, 2]", 7),
+    ]
+    parsed = parse_ledger(records)
+    assert list(parsed.entries.amount_minor) == [7, 3]
+    assert list(parsed.entries.is_accrual) == [True, False]
+    assert parsed.entries.entry_id[0] == duplicate
+    assert parsed.skipped == 1
+    assert parsed.duplicates == 1
+    assert [d.record.offset for d in parsed.dead] == [1, 5, 6, 7]
+    assert all(d.reason for d in parsed.dead)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["accrual", "reversal"]), st.integers(0, 10**12)),
+        max_size=30,
+    ),
+    st.integers(0, 3),
+)
+def test_parse_ledger_keeps_every_distinct_entry_once(
+    entries: list[tuple[Literal["accrual", "reversal"], int]], repeats: int
+) -> None:
+    ids = [uuid.uuid4() for _ in entries]
+    raw = [_event(kind, amount, i) for (kind, amount), i in zip(entries, ids, strict=True)]
+    records = [_record(value, n) for n, value in enumerate(raw * (1 + repeats))]
+    parsed = parse_ledger(records)
+    assert list(parsed.entries.entry_id) == ids
+    assert sum(
+        a
+        for a, accrual in zip(parsed.entries.amount_minor, parsed.entries.is_accrual, strict=True)
+        if accrual
+    ) == sum(a for k, a in entries if k == "accrual")
+    assert parsed.duplicates == len(entries) * repeats
+    assert parsed.dead == []
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
+    st.uuids(),
+)
+def test_cursor_round_trips(created_at: datetime, key: uuid.UUID) -> None:
+    cursor = encode_cursor(created_at, key)
+    assert decode_cursor(cursor) == (created_at, key)
+    assert "=" not in cursor
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["", "garbage", "W10", encode_cursor(datetime(2030, 1, 1, tzinfo=UTC), uuid.uuid4())[:-3]],
+)
+def test_bad_cursor_is_a_422(cursor: str) -> None:
+    with pytest.raises(Problem) as problem:
+        decode_cursor(cursor)
+    assert problem.value.status == 422
+    assert problem.value.errors == [
+        {"field": "cursor", "message": "not a cursor returned by this list"}
+    ]
+
+
+def test_etags() -> None:
+    tag = body_etag(b'{"a":1}')
+    assert tag == body_etag(b'{"a":1}')
+    assert tag != body_etag(b'{"a":2}')
+    assert tag.startswith('"')
+    assert etag_matches(tag, tag)
+    assert etag_matches(f'"x", {tag}', tag)
+    assert etag_matches(f"W/{tag}", tag)
+    assert etag_matches("*", tag)
+    assert not etag_matches(None, tag)
+    assert not etag_matches('"other"', tag)
+
+
+async def test_response_cache_loads_once_per_ttl() -> None:
+    cache = ResponseCache(ttl=60)
+    calls = 0
+
+    async def load(previous: Cached | None) -> Cached:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return Cached(f'"{calls}"', b"body", calls, 0.0)
+
+    results = await asyncio.gather(*(cache.get("k", load) for _ in range(20)))
+    assert calls == 1
+    assert {r.etag for r in results} == {'"1"'}
+    assert (await cache.get("k", load)).etag == '"1"'
+    assert (await cache.get("other", load)).etag == '"2"'
+
+
+async def test_response_cache_without_ttl_reloads_and_passes_the_previous() -> None:
+    cache = ResponseCache(ttl=0)
+    seen: list[Cached | None] = []
+
+    async def load(previous: Cached | None) -> Cached:
+        seen.append(previous)
+        return Cached('"t"', b"b", len(seen), 0.0)
+
+    await cache.get("k", load)
+    await cache.get("k", load)
+    assert seen[0] is None
+    assert seen[1] is not None
+    assert seen[1].token == 1
+
+
+async def test_response_cache_failure_reaches_every_waiter_and_is_not_cached() -> None:
+    cache = ResponseCache(ttl=60)
+    attempts = 0
+
+    async def load(previous: Cached | None) -> Cached:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0.01)
+        if attempts == 1:
+            raise ConnectionError("database down")
+        return Cached('"ok"', b"b", None, 0.0)
+
+    results = await asyncio.gather(
+        *(cache.get("k", load) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert (await cache.get("k", load)).etag == '"ok"'
+    assert attempts == 2
+
+
+def test_recorded_at_offsets_are_kept_exactly() -> None:
+    raw = _event()
+    parsed = parse_ledger([_record(raw)])
+    assert parsed.entries.recorded_at[0] == datetime(2031, 1, 1, tzinfo=UTC)
+    assert parsed.entries.recorded_at[0].utcoffset() == timedelta(0)

@@ -1,0 +1,355 @@
+"""Charities benchmarks: folding the ledger into totals, and serving totals to dashboards.
+
+- ``charities.fold_entries_per_s``: 100k ledger entries (90 % on one hot project, the rest
+  over 100 others, 5 % reversals, 1000 sellers) pre-loaded onto ``bench.donations.ledger``,
+  then folded by the service's own BatchConsumer + handler; timed from the first batch
+  handed to the handler to the last offset commit. The totals are checked against the
+  produced entries afterwards.
+- ``charities.totals_200_per_s`` / ``charities.totals_304_per_s`` / ``_p50_ms`` / ``_p99_ms``:
+  ``GET /v1/totals`` against one service process (uvicorn, API only), load from ``wrk``
+  (``apt-get install wrk``; an httpx load generator otherwise), 32 connections.
+
+Runs in its own database ``charities_bench`` and on ``bench.``-prefixed topics, so it never
+touches the data of ``make run`` or of the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.charities import service
+from services.charities.app import MIGRATIONS
+from services.charities.config import Settings
+from services.charities.consumer import LedgerFolder
+from services.charities.schemas import CharityCreate, ProjectCreate
+from shared.db import create_pool
+from shared.events import TOPIC_LEDGER
+from shared.kafka import BatchConsumer, ensure_topics, make_producer
+from shared.migrations import migrate
+from tools.bench import Figure
+
+DATABASE = "charities_bench"
+ENTRIES = 100_000
+PROJECTS = 101
+SELLERS = 1000
+HOT_SHARE = 0.9
+HTTP_SECONDS = 6
+CONNECTIONS = 32
+
+
+def _settings() -> Settings:
+    return Settings(
+        charities_db=DATABASE,
+        topic_prefix="bench.",
+        jwt_secret=os.environ.get("GFG_JWT_SECRET", "bench-secret-not-for-production-0123456789"),
+        log_level="WARNING",
+    )
+
+
+async def _ensure_database(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.dsn("postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+
+
+async def _projects(pool: asyncpg.Pool[Any]) -> list[uuid.UUID]:
+    """The bench's charity and projects, created once (their natural keys make it idempotent)."""
+    charity, _ = await service.create_charity(
+        pool, CharityCreate(name="Bench charity", registration_no="BENCH-CHARITY-1")
+    )
+    ids = []
+    for n in range(PROJECTS):
+        project, _ = await service.create_project(
+            pool,
+            str(charity["charity_id"]),
+            ProjectCreate(name=f"bench project {n:03d}", currency="CNY", goal_minor=10_000_000),
+        )
+        ids.append(project["project_id"])
+    return ids
+
+
+def _entries(projects: list[uuid.UUID]) -> list[tuple[bytes, bytes, uuid.UUID, bool, int]]:
+    """(key, value, project, is_accrual, amount) of ENTRIES donation.recorded events."""
+    rng = random.Random(7)
+    start = datetime.now(UTC) - timedelta(days=2)
+    out = []
+    for n in range(ENTRIES):
+        project = projects[0] if rng.random() < HOT_SHARE else rng.choice(projects[1:])
+        is_accrual = rng.random() >= 0.05
+        amount = rng.randint(1, 500)
+        order_id = f"bench-{uuid.uuid4().hex[:16]}"
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "type": "donation.recorded",
+            "schema_version": 1,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "entry": {
+                "entry_id": str(uuid.uuid4()),
+                "order_id": order_id,
+                "seller_id": f"bench-seller-{rng.randrange(SELLERS)}",
+                "project_id": str(project),
+                "kind": "accrual" if is_accrual else "reversal",
+                "amount_minor": amount,
+                "currency": "CNY",
+                "rule_version": 1,
+                "recorded_at": (start + timedelta(seconds=n * 2)).isoformat(),
+            },
+        }
+        out.append((order_id.encode(), orjson.dumps(event), project, is_accrual, amount))
+    return out
+
+
+async def _start_group_at_end(settings: Settings, topic: str, group: str) -> None:
+    """A fresh group would start at the topic's beginning (earlier runs): start it at the end."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        end = await consumer.end_offsets(partitions)
+        await consumer.commit(end)
+    finally:
+        await consumer.stop()
+
+
+async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure]:
+    topic = settings.topic(TOPIC_LEDGER)
+    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    projects = await _projects(pool)
+    before = {
+        r["project_id"]: r["net"]
+        for r in await pool.fetch(
+            "SELECT project_id, donated_minor - reversed_minor AS net FROM project_total"
+            " WHERE project_id = ANY($1::uuid[])",
+            projects,
+        )
+    }
+    entries = _entries(projects)
+    group = f"bench.charities.fold.{uuid.uuid4().hex[:8]}"
+    await _start_group_at_end(settings, topic, group)
+
+    producer = make_producer(settings.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value, *_ in entries]
+        await asyncio.gather(*futures)
+
+        folder = LedgerFolder(pool)
+        first_batch: list[float] = []
+
+        async def timed(records: Any) -> Any:
+            if not first_batch:
+                first_batch.append(time.perf_counter())
+            return await folder(records)
+
+        consumer = BatchConsumer(
+            bootstrap=settings.kafka_bootstrap,
+            topic=topic,
+            group_id=group,
+            handler=timed,
+            producer=producer,
+            max_records=settings.ledger_batch_max,
+        )
+        await consumer.start()
+        task = asyncio.create_task(consumer.run())
+        deadline = time.monotonic() + 120
+        while consumer.records_done < ENTRIES:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"fold stalled at {consumer.records_done}/{ENTRIES}")
+            await asyncio.sleep(0.005)
+        finished = time.perf_counter()
+        batches = consumer.batches_done
+        await consumer.stop()
+        await task
+        await consumer.close()
+    finally:
+        await producer.stop()
+
+    expected: dict[uuid.UUID, int] = dict.fromkeys(projects, 0)
+    for _, _, project, is_accrual, amount in entries:
+        expected[project] += amount if is_accrual else -amount
+    after = {
+        r["project_id"]: r["net"]
+        for r in await pool.fetch(
+            "SELECT project_id, donated_minor - reversed_minor AS net FROM project_total"
+            " WHERE project_id = ANY($1::uuid[])",
+            projects,
+        )
+    }
+    wrong = [p for p in projects if after.get(p, 0) - before.get(p, 0) != expected[p]]
+    if wrong:
+        raise AssertionError(f"totals differ from the produced ledger for {len(wrong)} projects")
+    seconds = finished - first_batch[0]
+    print(
+        f"# fold: {ENTRIES} entries in {batches} batches, {seconds:.2f} s, totals exact",
+        file=sys.stderr,
+    )
+    return [Figure("charities.fold_entries_per_s", ENTRIES / seconds, "entries/s")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk(url: str, headers: dict[str, str]) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from one wrk run."""
+    args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{HTTP_SECONDS}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    output = subprocess.run(
+        [*args, url], capture_output=True, text=True, check=True, timeout=HTTP_SECONDS + 30
+    ).stdout
+    if "Non-2xx or 3xx" in output or "Socket errors" in output:
+        raise RuntimeError(f"wrk saw errors:\n{output}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        match = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output)
+        assert match is not None, output
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    return rate, percentile("50"), percentile("99")
+
+
+async def _httpx_load(url: str, headers: dict[str, str], status: int) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    stop = time.monotonic() + HTTP_SECONDS
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                response = await client.get(url, headers=headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != status:
+                    raise RuntimeError(f"{url}: HTTP {response.status_code}")
+
+        began = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+        elapsed = time.monotonic() - began
+    latencies.sort()
+    return (
+        len(latencies) / elapsed,
+        latencies[len(latencies) // 2],
+        latencies[int(len(latencies) * 0.99)],
+    )
+
+
+async def bench_http(settings: Settings) -> list[Figure]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GFG_CHARITIES_DB": DATABASE,
+        "GFG_TOPIC_PREFIX": "bench.",
+        "GFG_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "GFG_CHARITIES_CONSUME_LEDGER": "false",
+        "GFG_LOG_LEVEL": "WARNING",
+    }
+    server = await asyncio.create_subprocess_exec(
+        *[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.charities.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if (await client.get(base + "/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError("charities service did not become ready")
+                await asyncio.sleep(0.2)
+            first = await client.get(base + "/v1/totals")
+            etag = first.headers["etag"]
+            items = len(first.json()["items"])
+        url = base + "/v1/totals"
+        use_wrk = shutil.which("wrk") is not None
+        if use_wrk:
+            ok_rate, ok_p50, ok_p99 = await asyncio.to_thread(_wrk, url, {})
+            rate, p50, p99 = await asyncio.to_thread(_wrk, url, {"If-None-Match": etag})
+        else:
+            ok_rate, ok_p50, ok_p99 = await _httpx_load(url, {}, 200)
+            rate, p50, p99 = await _httpx_load(url, {"If-None-Match": etag}, 304)
+        print(
+            f"# http: /v1/totals with {items} projects ({len(first.content)} bytes), "
+            f"{CONNECTIONS} connections, load by {'wrk' if use_wrk else 'httpx'}; "
+            f"200s p50 {ok_p50:.2f} ms p99 {ok_p99:.2f} ms",
+            file=sys.stderr,
+        )
+    finally:
+        server.terminate()
+        try:
+            await asyncio.wait_for(server.wait(), timeout=15)
+        except TimeoutError:
+            server.kill()
+            await server.wait()
+    return [
+        Figure("charities.totals_200_per_s", ok_rate, "req/s"),
+        Figure("charities.totals_304_per_s", rate, "req/s"),
+        Figure("charities.totals_304_p50_ms", p50, "ms"),
+        Figure("charities.totals_304_p99_ms", p99, "ms"),
+    ]
+
+
+async def run() -> list[Figure]:
+    settings = _settings()
+    await _ensure_database(settings)
+    await migrate(settings.dsn(DATABASE), MIGRATIONS)
+    pool = await create_pool(settings.dsn(DATABASE), min_size=2, max_size=4)
+    try:
+        figures = await bench_fold(settings, pool)
+    finally:
+        await pool.close()
+    return figures + await bench_http(settings)
