@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from services.donations.rules import (
     ACCRUAL_KEY,
@@ -42,9 +42,8 @@ class OrderLedger:
     keys: set[str] = field(default_factory=set)
 
 
-@dataclass(frozen=True, slots=True)
-class NewEntry:
-    entry_id: uuid.UUID
+class NewEntry(NamedTuple):
+    entry_id: str
     order_id: str
     event_key: str
     seller_id: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -19,7 +18,7 @@ _RULE_COLUMNS = """seller_id, version, project_id, mode, amount_minor, basis_poi
 max_minor, currency, active, effective_from"""
 
 
-def _rule(row: asyncpg.Record) -> RuleVersion:
+def rule_from_row(row: asyncpg.Record) -> RuleVersion:
     return RuleVersion(
         seller_id=row["seller_id"],
         version=row["version"],
@@ -64,7 +63,7 @@ async def lock_seller_rule(conn: Conn, seller_id: str) -> None:
 
 async def current_rule(conn: Conn, seller_id: str) -> RuleVersion | None:
     row = await conn.fetchrow(_CURRENT, seller_id)
-    return _rule(row) if row is not None else None
+    return rule_from_row(row) if row is not None else None
 
 
 async def insert_rule(conn: Conn, rule: RuleVersion, not_before: datetime | None) -> RuleVersion:
@@ -84,20 +83,20 @@ async def insert_rule(conn: Conn, rule: RuleVersion, not_before: datetime | None
         not_before,
     )
     assert row is not None
-    return _rule(row)
+    return rule_from_row(row)
 
 
 async def rule_versions(
     conn: Conn, seller_id: str, before_version: int, limit: int
 ) -> list[RuleVersion]:
-    return [_rule(r) for r in await conn.fetch(_VERSIONS, seller_id, before_version, limit)]
+    return [rule_from_row(r) for r in await conn.fetch(_VERSIONS, seller_id, before_version, limit)]
 
 
 async def rule_histories(conn: Conn, seller_ids: Iterable[str]) -> dict[str, list[RuleVersion]]:
     """Every version of every seller in ``seller_ids``, in version order, in one query."""
     histories: dict[str, list[RuleVersion]] = {}
     for row in await conn.fetch(_HISTORIES, list(seller_ids)):
-        histories.setdefault(row["seller_id"], []).append(_rule(row))
+        histories.setdefault(row["seller_id"], []).append(rule_from_row(row))
     return histories
 
 
@@ -115,10 +114,10 @@ _INSERT_ENTRIES = """
 INSERT INTO ledger_entry (entry_id, order_id, event_key, seller_id, project_id, kind,
                           amount_minor, currency, rule_version, event_id, recorded_at)
 SELECT e.*, $11::timestamptz
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[],
+FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[],
             $7::bigint[], $8::text[], $9::int[], $10::uuid[]) AS e
 ON CONFLICT (order_id, event_key) DO NOTHING
-RETURNING entry_id
+RETURNING entry_id::text
 """
 
 
@@ -139,7 +138,7 @@ async def order_ledgers(conn: Conn, order_ids: Iterable[str]) -> dict[str, Order
 
 async def insert_entries(
     conn: Conn, entries: Sequence[NewEntry], recorded_at: datetime
-) -> set[uuid.UUID]:
+) -> set[str]:
     """Inserts ``entries`` in one statement; returns the ids of those not recorded before."""
     if not entries:
         return set()

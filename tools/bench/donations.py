@@ -1,0 +1,317 @@
+"""Donations benchmark: order.completed events turned into ledger entries, per second.
+
+- ``donations.consumer_events_per_s``: 100k order.completed events for 1000 sellers with
+  rules (half fixed, half percent), pre-loaded onto ``bench.donations.orders.lifecycle``,
+  then consumed by the service's own BatchConsumer + LedgerHandler (one transaction and
+  four set-based statements per batch, ledger + outbox); timed from the first batch handed
+  to the handler to the last offset commit. The ledger is checked afterwards.
+- ``donations.naive_events_per_s``: a smaller sample consumed by a naive handler that
+  opens one transaction per event with per-event round trips (the design we avoid).
+
+Runs in its own database ``donations_bench`` (created if missing, emptied at start) and on
+a ``bench.``-prefixed topic read by fresh consumer groups, so it never touches the data of
+``make run`` or of the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.donations.app import MIGRATIONS
+from services.donations.config import Settings
+from services.donations.consumer import LedgerHandler
+from services.donations.repository import rule_from_row
+from services.donations.rules import ACCRUAL_KEY, apply_rule, entry_id
+from shared.db import create_pool
+from shared.events import (
+    TOPIC_LEDGER,
+    DonationRecorded,
+    LedgerEntry,
+    OrderCompleted,
+    OrderItem,
+    OrderSnapshot,
+    encode,
+    order_event_adapter,
+)
+from shared.kafka import BatchConsumer, Record, ensure_topics, make_producer
+from shared.migrations import migrate
+from shared.outbox import OutboxMessage, enqueue
+from tools.bench import Figure
+
+DATABASE = "donations_bench"
+TOPIC = "donations.orders.lifecycle"
+EVENTS = 100_000
+NAIVE_EVENTS = 3_000
+SELLERS = 1000
+RULE_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _settings() -> Settings:
+    return Settings(
+        donations_db=DATABASE,
+        topic_prefix="bench.",
+        jwt_secret=os.environ.get("GFG_JWT_SECRET", "bench-secret-not-for-production-0123456789"),
+        log_level="WARNING",
+    )
+
+
+async def _prepare_database(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.dsn("postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+    await migrate(settings.dsn(DATABASE), MIGRATIONS)
+    conn = await asyncpg.connect(settings.dsn(DATABASE))
+    try:
+        await conn.execute("TRUNCATE ledger_entry, outbox, donation_rule")
+        rng = random.Random(11)
+        rows = []
+        for n in range(SELLERS):
+            fixed = n % 2 == 0
+            rows.append(
+                (
+                    f"bench-seller-{n}",
+                    1,
+                    uuid.UUID(int=n % 50 + 1),
+                    "fixed" if fixed else "percent",
+                    rng.randint(1, 20) if fixed else None,
+                    None if fixed else rng.randint(10, 300),
+                    None if fixed else 1,
+                    None if fixed else 5000,
+                    "CNY",
+                    True,
+                    RULE_EPOCH,
+                )
+            )
+        await conn.copy_records_to_table("donation_rule", records=rows)
+    finally:
+        await conn.close()
+
+
+def _events(count: int, tag: str) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(hash(tag) & 0xFFFF)
+    placed = RULE_EPOCH + timedelta(days=30)
+    out = []
+    for n in range(count):
+        order_id = f"bench-{tag}-{n}"
+        quantity = rng.randint(1, 5)
+        price = rng.randint(100, 50_000)
+        event = OrderCompleted(
+            order=OrderSnapshot(
+                order_id=order_id,
+                seller_id=f"bench-seller-{rng.randrange(SELLERS)}",
+                currency="CNY",
+                total_minor=quantity * price,
+                items=[OrderItem(item_id="sku", quantity=quantity, unit_price_minor=price)],
+                placed_at=placed,
+                completed_at=placed + timedelta(hours=1),
+            )
+        )
+        out.append((order_id.encode(), encode(event)))
+    return out
+
+
+async def _group_at_end(settings: Settings, topic: str, group: str) -> None:
+    """A fresh group would start at the beginning (earlier runs): commit it at the end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        # ensure_topics created the topic with the configured partition count
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        end = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.commit(end)
+    finally:
+        await consumer.stop()
+
+
+async def _produce(
+    producer: AIOKafkaProducer, topic: str, events: list[tuple[bytes, bytes]]
+) -> None:
+    futures = [await producer.send(topic, value, key=key) for key, value in events]
+    await asyncio.gather(*futures)
+
+
+async def _consume(
+    settings: Settings, topic: str, group: str, handler: Any, producer: AIOKafkaProducer, total: int
+) -> tuple[float, int]:
+    """Seconds from the first batch to the commit of the ``total``-th record, and batches."""
+    first_batch: list[float] = []
+
+    async def timed(records: Any) -> Any:
+        if not first_batch:
+            first_batch.append(time.perf_counter())
+        return await handler(records)
+
+    consumer = BatchConsumer(
+        bootstrap=settings.kafka_bootstrap,
+        topic=topic,
+        group_id=group,
+        handler=timed,
+        producer=producer,
+        max_records=settings.consumer_max_records,
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 150
+        while consumer.records_done < total:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"consumer stalled at {consumer.records_done}/{total}")
+            await asyncio.sleep(0.005)
+        finished = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await task
+        await consumer.close()
+    return finished - first_batch[0], consumer.batches_done
+
+
+class NaiveHandler:
+    """One transaction and several round trips per event: what the real consumer avoids."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], ledger_topic: str) -> None:
+        self._pool = pool
+        self._ledger_topic = ledger_topic
+
+    async def __call__(self, records: list[Record]) -> list[Any]:
+        for record in records:
+            event = order_event_adapter.validate_json(record.value)
+            assert isinstance(event, OrderCompleted)
+            order = event.order
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT * FROM donation_rule WHERE seller_id = $1 AND effective_from <= $2"
+                    " ORDER BY version DESC LIMIT 1",
+                    order.seller_id,
+                    order.placed_at,
+                )
+                done = await conn.fetchval(
+                    "SELECT 1 FROM ledger_entry WHERE order_id = $1 AND event_key = $2",
+                    order.order_id,
+                    ACCRUAL_KEY,
+                )
+                if row is None or done or not row["active"] or row["currency"] != order.currency:
+                    continue
+                rule = rule_from_row(row)
+                amount = apply_rule(rule, order.total_minor)
+                if amount <= 0:
+                    continue
+                now = datetime.now(UTC)
+                new_id = entry_id(order.order_id, ACCRUAL_KEY)
+                await conn.execute(
+                    "INSERT INTO ledger_entry (entry_id, order_id, event_key, seller_id,"
+                    " project_id, kind, amount_minor, currency, rule_version, event_id,"
+                    " recorded_at) VALUES ($1, $2, $3, $4, $5, 'accrual', $6, $7, $8, $9, $10)"
+                    " ON CONFLICT DO NOTHING",
+                    new_id,
+                    order.order_id,
+                    ACCRUAL_KEY,
+                    order.seller_id,
+                    rule.project_id,
+                    amount,
+                    rule.currency,
+                    rule.version,
+                    event.event_id,
+                    now,
+                )
+                payload = DonationRecorded(
+                    occurred_at=now,
+                    entry=LedgerEntry(
+                        entry_id=new_id,
+                        order_id=order.order_id,
+                        seller_id=order.seller_id,
+                        project_id=rule.project_id,
+                        kind="accrual",
+                        amount_minor=amount,
+                        currency=rule.currency,
+                        rule_version=rule.version,
+                        recorded_at=now,
+                    ),
+                )
+                await enqueue(
+                    conn,
+                    [
+                        OutboxMessage(
+                            self._ledger_topic,
+                            "order",
+                            order.order_id,
+                            payload.type,
+                            encode(payload),
+                        )
+                    ],
+                )
+        return []
+
+
+async def run() -> list[Figure]:
+    settings = _settings()
+    await _prepare_database(settings)
+    topic = settings.topic(TOPIC)
+    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    run_id = uuid.uuid4().hex[:8]
+    fast_group, naive_group = f"bench.donations.fast.{run_id}", f"bench.donations.naive.{run_id}"
+    await _group_at_end(settings, topic, fast_group)
+
+    pool = await create_pool(settings.dsn(DATABASE), min_size=2, max_size=4)
+    producer = make_producer(settings.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        events = _events(EVENTS, f"{run_id}-fast")
+        await _produce(producer, topic, events)
+        handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
+        seconds, batches = await _consume(
+            settings, topic, fast_group, handler.handle, producer, EVENTS
+        )
+        entries = await pool.fetchval("SELECT count(*) FROM ledger_entry")
+        outbox = await pool.fetchval("SELECT count(*) FROM outbox")
+        if not entries or entries != handler.entries_recorded or outbox != entries:
+            raise AssertionError(
+                f"ledger {entries}, outbox {outbox}, recorded {handler.entries_recorded}"
+            )
+        print(
+            f"# donations fast: {EVENTS} events in {batches} batches, {seconds:.2f} s,"
+            f" {entries} entries",
+            file=sys.stderr,
+        )
+        fast_rate = EVENTS / seconds
+
+        await _group_at_end(settings, topic, naive_group)
+        sample = _events(NAIVE_EVENTS, f"{run_id}-naive")
+        await _produce(producer, topic, sample)
+        naive_seconds, _ = await _consume(
+            settings,
+            topic,
+            naive_group,
+            NaiveHandler(pool, settings.topic(TOPIC_LEDGER)),
+            producer,
+            NAIVE_EVENTS,
+        )
+        naive_rate = NAIVE_EVENTS / naive_seconds
+        print(
+            f"# donations naive: {NAIVE_EVENTS} events, {naive_seconds:.2f} s;"
+            f" speed-up {fast_rate / naive_rate:.1f}x",
+            file=sys.stderr,
+        )
+    finally:
+        await producer.stop()
+        await pool.close()
+    return [
+        Figure("donations.consumer_events_per_s", fast_rate, "events/s"),
+        Figure("donations.naive_events_per_s", naive_rate, "events/s"),
+    ]
