@@ -12,4 +12,5 @@ class Settings(CommonSettings):
     charities_timeout_s: float = 2.0
     # Project lookups are cached briefly: a burst of rule changes asks charities once.
     charities_cache_ttl_s: float = 3.0
-    consumer_max_records: int = 2000
+    # Records per consumed batch: one transaction and four statements per batch.
+    consumer_max_records: int = 5000
