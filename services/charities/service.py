@@ -26,15 +26,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.charities import repository
 from services.charities.repository import Db, EntryColumns, Row
 from services.charities.schemas import CharityCreate, ProjectCreate
-from shared.events import DonationRecorded, decode_envelope
+from shared.events import LedgerEntry, decode_envelope
 from shared.kafka import DeadLetter, Record
 from shared.problems import conflict, not_found, unprocessable
 
@@ -155,6 +155,16 @@ async def close_project(db: Db, project_id: str) -> dict[str, Any]:
 # --- ledger -> totals ---------------------------------------------------------------------
 
 
+class _LedgerEvent(BaseModel):
+    """Only what folding needs of a ``donation.recorded`` event: half the parsing cost of
+    the full event model (the envelope is checked only when this fails)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: Literal["donation.recorded"]
+    entry: LedgerEntry
+
+
 @dataclass(frozen=True)
 class ParsedBatch:
     entries: EntryColumns
@@ -177,7 +187,7 @@ def parse_ledger(records: Sequence[Record]) -> ParsedBatch:
             dead.append(DeadLetter(record, "empty message value"))
             continue
         try:
-            entry = DonationRecorded.model_validate_json(raw).entry
+            entry = _LedgerEvent.model_validate_json(raw).entry
         except ValidationError as exc:
             try:
                 envelope, _ = decode_envelope(raw)

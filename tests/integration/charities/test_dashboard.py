@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -53,15 +53,21 @@ def browser() -> Iterator[webdriver.Chrome]:
             driver.quit()
 
 
+_READ_ROW = """
+const row = document.querySelector(`tr[data-project-id="${arguments[0]}"]`);
+if (!row) return null;
+const cells = {};
+for (const cls of ["project", "net", "donations", "sellers", "bar-label"]) {
+  cells[cls] = row.querySelector("." + cls).textContent;
+}
+return cells;
+"""
+
+
 def _cells(driver: webdriver.Chrome, project_id: str) -> dict[str, str] | None:
-    try:
-        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-project-id="{project_id}"]')
-        return {
-            cls: row.find_element(By.CSS_SELECTOR, f".{cls}").text
-            for cls in ("project", "net", "donations", "sellers", "bar-label")
-        }
-    except (NoSuchElementException, StaleElementReferenceException):
-        return None
+    """The row's cells read in one script, so they all come from the same render."""
+    cells: dict[str, str] | None = driver.execute_script(_READ_ROW, project_id)
+    return cells
 
 
 async def test_new_donation_appears_without_reload(
