@@ -8,7 +8,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import ORJSONResponse
 
 from shared.auth import Authenticator
 from shared.observability import get_logger, health_router
@@ -31,7 +30,6 @@ def build_app(
         title=title,
         version="1.0.0",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.state.settings = settings
     app.state.auth = Authenticator(settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)

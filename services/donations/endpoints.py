@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
 
 from services.donations import repository, service
 from services.donations.charities import CharitiesClient
@@ -31,9 +30,7 @@ if TYPE_CHECKING:
 else:  # asyncpg's classes are not generic at runtime
     Pool = asyncpg.Pool
 
-# FastAPI serializes response models itself; the app default ORJSONResponse is deprecated
-# and warns on every response.
-router = APIRouter(prefix="/v1", tags=["donations"], default_response_class=JSONResponse)
+router = APIRouter(prefix="/v1", tags=["donations"])
 
 SellerId = Annotated[str, Path(min_length=1, max_length=64)]
 OrderId = Annotated[str, Path(min_length=1, max_length=64)]
