@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -54,9 +54,7 @@ CacheDep = Annotated[ResponseCache, Depends(_cache)]
 IfNoneMatch = Annotated[str | None, Header()]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
-# FastAPI serializes response models itself; its ORJSONResponse (the app default) is
-# deprecated and warns on every response.
-router = APIRouter(prefix="/v1", default_response_class=JSONResponse)
+router = APIRouter(prefix="/v1")
 
 
 def _created(response: Response, created: bool) -> None:
