@@ -29,7 +29,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _service(request: Request) -> OrderService:
+async def _service(request: Request) -> OrderService:
     service: OrderService = request.app.state.orders
     return service
 

@@ -173,10 +173,8 @@ class OrderService:
             if new.status == OrderStatus.PLACED:
                 inserted = await repo.insert_order(conn, new)
             else:
-                async with conn.transaction():
-                    inserted = await repo.insert_order(conn, new)
-                    if inserted:
-                        await enqueue(conn, [self._completed_message(new, order.items)])
+                event = self._completed_message(new, order.items)
+                inserted = await repo.insert_order_with_event(conn, new, event)
             if inserted:
                 OUTCOMES.labels("create", "created").inc()
                 return Outcome(True, _new_order_body(new, order))
