@@ -19,12 +19,14 @@ fetch() {
   fi
 }
 
-java_cmd() {
-  java -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$here/log4j2.yaml" -cp "$here/libs/*" "$@"
-}
+java_opts=(-Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$here/log4j2.yaml" -cp "$here/libs/*")
+java_cmd() { java "${java_opts[@]}" "$@"; }
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# The broker JVM of this checkout, whatever the pidfile says.
+broker_pid() { pgrep -f "kafka.Kafka $var/server.properties" | head -n 1; }
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || [ -n "$(broker_pid)" ]; }
 
 ready() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 
@@ -58,7 +60,8 @@ PROPS
     cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
     java_cmd kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$var/server.properties" >/dev/null
   fi
-  java_cmd kafka.Kafka "$var/server.properties" >"$var/kafka.log" 2>&1 &
+  # Started directly (not through a function) so that $! is the JVM itself.
+  nohup java "${java_opts[@]}" kafka.Kafka "$var/server.properties" >"$var/kafka.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 300); do
     if grep -q "Kafka Server started" "$var/kafka.log" 2>/dev/null && ready; then echo "kafka: up on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0; fi
@@ -70,8 +73,9 @@ PROPS
 }
 
 stop() {
-  if ! running; then rm -f "$pidfile"; echo "kafka: not running"; return 0; fi
-  pid=$(cat "$pidfile")
+  pid=$(broker_pid || true)
+  if [ -z "$pid" ] && running; then pid=$(cat "$pidfile"); fi
+  if [ -z "$pid" ]; then rm -f "$pidfile"; echo "kafka: not running"; return 0; fi
   kill -TERM "$pid"
   for _ in $(seq 1 300); do
     kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; echo "kafka: stopped"; return 0; }

@@ -130,7 +130,7 @@ def check_order(
             errors.append(FieldError("completed_at", 'is only accepted with status "completed"'))
         elif completed_at > latest:
             errors.append(FieldError("completed_at", "is in the future"))
-        elif completed_at < (placed_at or now):
+        elif placed_at is not None and completed_at < placed_at:
             errors.append(FieldError("completed_at", "is before placed_at"))
     return errors
 

@@ -113,8 +113,11 @@ class OrderService:
         if errors:
             raise InvalidOrder([FieldError(field_prefix + e.field, e.message) for e in errors])
         completed_at = None
+        placed_at = order.placed_at or now
         if order.status == "completed":
             completed_at = order.completed_at or now
+            # An order reported complete without placed_at was placed by then at the latest.
+            placed_at = order.placed_at or min(now, completed_at)
         return repo.NewOrder(
             order_id=order.order_id,
             seller_id=order.seller_id,
@@ -122,7 +125,7 @@ class OrderService:
             currency=order.currency,
             total_minor=order.total_minor,
             items_json=orjson.dumps([item.model_dump() for item in order.items]).decode(),
-            placed_at=order.placed_at or now,
+            placed_at=placed_at,
             status=order.status,
             completed_at=completed_at,
             request_hash=domain.request_hash(order.canonical()),

@@ -137,6 +137,8 @@ def test_check_order_timestamps() -> None:
     assert fields(status="completed", completed_at=NOW - timedelta(seconds=1)) == ["completed_at"]
     assert fields(status="completed", completed_at=NOW + timedelta(hours=1)) == ["completed_at"]
     assert fields(completed_at=NOW) == ["completed_at"]  # only with status completed
+    # completed a moment ago (by the storefront's clock), placed_at left to the server
+    assert fields(placed_at=None, status="completed", completed_at=NOW - timedelta(1)) == []
 
 
 def test_request_hash_ignores_key_order() -> None:

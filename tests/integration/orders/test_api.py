@@ -71,6 +71,19 @@ async def test_placed_at_defaults_to_now(http: httpx.AsyncClient) -> None:
     ).status_code == 200
 
 
+async def test_a_completed_order_without_placed_at_was_placed_when_it_completed(
+    http: httpx.AsyncClient,
+) -> None:
+    seller = unique("seller")
+    order = new_order(seller)
+    del order["placed_at"]
+    order |= {"status": "completed", "completed_at": "2026-01-02T03:04:05Z"}
+    created = await http.post("/v1/orders", json=order, headers=storefront(seller))
+    assert created.status_code == 201, created.text
+    assert created.json()["placed_at"] == created.json()["completed_at"]
+    assert created.json()["completed_at"].startswith("2026-01-02T03:04:05")
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from pathlib import Path
 
 import httpx
@@ -12,11 +10,9 @@ import pytest
 
 from tests.conftest import unique
 from tests.integration.orders.conftest import TopicWatch, new_order, storefront
-from tests.support import eventually
 
 ROOT = Path(__file__).parents[3]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
-PIDFILE = ROOT / "var" / "kafka" / "kafka.pid"
 
 
 async def kafka(action: str) -> None:
@@ -30,34 +26,8 @@ async def kafka(action: str) -> None:
     assert process.returncode == 0, output.decode()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _term_broker_jvms() -> list[int]:
-    """The pidfile may name the shell that started the JVM: end the JVM (its child) too."""
-    if not PIDFILE.exists():
-        return []
-    wrapper = int(PIDFILE.read_text().strip())
-    children = Path(f"/proc/{wrapper}/task/{wrapper}/children")
-    jvms = [int(p) for p in children.read_text().split()] if children.exists() else []
-    for pid in jvms:
-        os.kill(pid, signal.SIGTERM)
-    return jvms
-
-
 async def stop_broker() -> None:
-    jvms = _term_broker_jvms()
-
-    async def still_running() -> bool:
-        return any(_alive(pid) for pid in jvms)
-
-    await eventually(still_running, lambda running: not running, within=60, interval=0.2)
-    await kafka("stop")
+    await kafka("stop")  # waits until the broker JVM has exited
 
 
 @pytest.mark.slow
