@@ -23,7 +23,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    DuplicateSequenceNumber,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.events import DLQ_SUFFIX
@@ -49,7 +58,77 @@ DEAD_LETTERS = Counter("gfg_dead_letters_total", "Records sent to a dead-letter 
 Record: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka ships no types
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
+# After these the idempotent producer never recovers by itself (aiokafka issue #1017: a
+# broker restart can leave it rejecting every send with OutOfOrderSequenceNumber).
+FATAL_PRODUCER_ERRORS = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    DuplicateSequenceNumber,
+    InvalidProducerIdMapping,
+)
+
+
+class Producer:
+    """An idempotent (acks=all) producer that replaces itself after a fatal producer error.
+
+    Same calls as ``AIOKafkaProducer`` (start, stop, send, send_and_wait, client) plus
+    ``reset()``; a new producer gets a new producer id, so its sequence numbers start
+    clean. Unsent records are the callers' to resend (the outbox and the consumers'
+    dead-letter path both retry whole batches).
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+        self._producer = AIOKafkaProducer(**options)
+        self._started = False
+        self.resets = 0
+
+    @property
+    def client(self) -> Any:
+        return self._producer.client
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def _ensure_started(self) -> None:
+        if not self._started:
+            await self.start()
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        await self._ensure_started()
+        return await self._producer.send(topic, value, key=key)
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        await self._ensure_started()
+        return await self._producer.send_and_wait(topic, value, key=key)
+
+    async def reset(self) -> None:
+        """Replaces the producer; never raises (a failed start is retried on the next send)."""
+        old, self._producer = self._producer, AIOKafkaProducer(**self._options)
+        self._started = False
+        self.resets += 1
+        log.warning("kafka producer replaced after a fatal error", resets=self.resets)
+        try:
+            await old.stop()
+            await self.start()
+        except Exception as exc:
+            log.warning("kafka producer restart deferred", error=f"{type(exc).__name__}: {exc}")
+
+    async def recover(self, exc: BaseException) -> bool:
+        """Resets if ``exc`` is a fatal producer error; says whether it did."""
+        if isinstance(exc, FATAL_PRODUCER_ERRORS):
+            await self.reset()
+            return True
+        return False
+
+
+def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     """Idempotent (acks=all) producer: per-partition order survives retries."""
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
@@ -61,7 +140,7 @@ def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
         "retry_backoff_ms": 200,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    return Producer(options)
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
@@ -91,7 +170,7 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         await admin.close()
 
 
-async def kafka_reachable(producer: AIOKafkaProducer) -> None:
+async def kafka_reachable(producer: Producer) -> None:
     if not await producer.client.force_metadata_update():
         raise ConnectionError("Kafka metadata request failed")
 
@@ -169,7 +248,7 @@ class BatchConsumer:
         topic: str,
         group_id: str,
         handler: BatchHandler,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         max_records: int = 2000,
         poll_timeout_ms: int = 200,
         max_poll_interval_ms: int = 300_000,
@@ -306,7 +385,11 @@ class BatchConsumer:
                 offset=letter.record.offset,
                 reason=letter.reason,
             )
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            await self._producer.recover(exc)
+            raise
         CONSUMED.labels(self.group_id, "dead_letter").inc(len(dead))
 
     async def _commit(self, batches: dict[TopicPartition, list[Record]]) -> None:

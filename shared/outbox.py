@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.kafka import Producer
 from shared.observability import get_logger
 
 log = get_logger(__name__)
@@ -112,7 +112,7 @@ class OutboxRelay:
         service: str,
         dsn: str,
         pool: asyncpg.Pool[Any],
-        producer: AIOKafkaProducer,
+        producer: Producer,
         batch_size: int = 5000,
         idle_poll_seconds: float = 1.0,
         claim_interval_seconds: float = 5.0,
@@ -174,6 +174,7 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:  # broker errors: rows stay pending, try again
                 log.warning("outbox relay publish failed", error=f"{type(exc).__name__}: {exc}")
+                await self._producer.recover(exc)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         await self._drop_lock_connection()

@@ -26,7 +26,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter as PromCounter
 from pydantic import ValidationError
 
@@ -44,7 +43,7 @@ from shared.events import (
     OrderRefunded,
     order_event_adapter,
 )
-from shared.kafka import BatchConsumer, DeadLetter, Record
+from shared.kafka import BatchConsumer, DeadLetter, Producer, Record
 from shared.outbox import OutboxMessage, enqueue
 
 EVENTS = PromCounter(
@@ -196,7 +195,7 @@ def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> 
 
 
 def build_consumer(
-    settings: Settings, pool: asyncpg.Pool[Any], producer: AIOKafkaProducer
+    settings: Settings, pool: asyncpg.Pool[Any], producer: Producer
 ) -> BatchConsumer:
     handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
     return BatchConsumer(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import OutOfOrderSequenceNumber
 
 from shared.kafka import BatchConsumer, DeadLetter, Record, ensure_topics, make_producer
 from shared.settings import CommonSettings
@@ -116,3 +117,22 @@ async def test_batch_consumer_dead_letters_poison_and_keeps_the_partition_moving
         '{"n": 2, "explode": true}',
     ]
     assert all(letter["key"] == "same-key" and letter["reason"] for letter in letters)
+
+
+async def test_a_producer_replaces_itself_after_a_fatal_sequence_error(
+    common_settings: CommonSettings,
+) -> None:
+    topic = common_settings.topic(unique("reset"))
+    await ensure_topics(common_settings.kafka_bootstrap, [topic], partitions=1)
+    producer = make_producer(common_settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"before", key=b"k")
+        first_client = producer.client
+        assert await producer.recover(OutOfOrderSequenceNumber()) is True
+        assert await producer.recover(ValueError("not a producer error")) is False
+        assert producer.resets == 1
+        assert producer.client is not first_client
+        await producer.send_and_wait(topic, b"after", key=b"k")
+    finally:
+        await producer.stop()
