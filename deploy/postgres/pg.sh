@@ -7,6 +7,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 var="$root/var/pg"
+# The server runs as a non-root user; if the checkout sits below a folder that user may
+# not enter (say /root), the cluster lives in /var/tmp instead, named after the checkout.
+if [ -L "$var" ]; then var=$(readlink -f "$var"); fi
 port=${GFG_PG_PORT:-55432}
 os_user=gfg
 
@@ -40,8 +43,13 @@ start() {
   mkdir -p "$var"
   if [ "$(id -u)" = 0 ]; then chown "$os_user" "$var"; fi
   if ! as_server_user test -w "$var"; then
-    echo "postgres: user $os_user cannot write $var (is a parent folder closed to other users?)" >&2
-    return 1
+    outside="/var/tmp/gfg-pg-$(printf '%s' "$root" | md5sum | cut -c1-12)"
+    echo "postgres: $os_user cannot enter $var; keeping the cluster in $outside" >&2
+    mkdir -p "$outside"
+    chown "$os_user" "$outside"
+    rmdir "$var" 2>/dev/null || true
+    ln -sfn "$outside" "$root/var/pg"
+    var=$outside
   fi
   if [ ! -f "$var/data/PG_VERSION" ]; then
     as_server_user "$bin/initdb" -D "$var/data" -U gfg --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$var/initdb.log"

@@ -57,7 +57,7 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> N
     raise TimeoutError(f"{name} not ready within 60 s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack_processes() -> Iterator[tuple[Stack, dict[str, subprocess.Popen[bytes]]]]:
     ports = {name: free_port() for name in ("orders", "donations", "charities")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
@@ -78,7 +78,7 @@ def stack_processes() -> Iterator[tuple[Stack, dict[str, subprocess.Popen[bytes]
                 process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def stack(
     stack_processes: tuple[Stack, dict[str, subprocess.Popen[bytes]]],
 ) -> Stack:

@@ -16,13 +16,13 @@ from shared.kafka import make_producer
 from tests.conftest import bearer
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def charities_settings() -> Settings:
     # No response cache in tests: each read sees the latest committed totals.
     return Settings(totals_cache_seconds=0.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def charities_app(charities_settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(charities_settings)
     async with app.router.lifespan_context(app):
@@ -41,7 +41,7 @@ def admin() -> dict[str, str]:
     return bearer("admin")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def ledger_producer(
     charities_settings: Settings, charities_app: FastAPI
 ) -> AsyncIterator[AIOKafkaProducer]:

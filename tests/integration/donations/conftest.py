@@ -30,13 +30,13 @@ class Donations:
     settings: Settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def charities_url() -> AsyncIterator[str]:
     async with serve(create_charities_app(consume=False)) as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def donations(charities_url: str) -> AsyncIterator[Donations]:
     settings = Settings(charities_url=charities_url)
     async with serve(create_donations_app(settings)) as url:
@@ -49,7 +49,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def order_producer(donations: Donations) -> AsyncIterator[AIOKafkaProducer]:
     producer = make_producer(donations.settings.kafka_bootstrap)
     await producer.start()

@@ -27,12 +27,12 @@ class Orders:
     settings: Settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def orders_settings() -> Settings:
     return Settings()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def orders(orders_settings: Settings) -> AsyncIterator[Orders]:
     async with serve(create_app(orders_settings)) as url:
         yield Orders(url, orders_settings)
@@ -105,7 +105,7 @@ async def start_watch(bootstrap: str, topic: str) -> TopicWatch:
     return TopicWatch(consumer)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def watch(orders: Orders) -> AsyncIterator[TopicWatch]:
     settings = orders.settings
     topic_watch = await start_watch(settings.kafka_bootstrap, settings.topic(TOPIC_ORDERS))
