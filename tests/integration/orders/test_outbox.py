@@ -53,7 +53,7 @@ class Bench:
         return count
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def bench(orders_settings: Settings) -> AsyncIterator[Bench]:
     admin = await asyncpg.connect(orders_settings.dsn("postgres"))
     try:
@@ -74,7 +74,7 @@ async def bench(orders_settings: Settings) -> AsyncIterator[Bench]:
         await pool.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def relay_watch(bench: Bench) -> AsyncIterator[TopicWatch]:
     topic_watch = await start_watch(bench.settings.kafka_bootstrap, bench.topic)
     try:
