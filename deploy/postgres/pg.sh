@@ -32,7 +32,8 @@ install() {
 }
 
 as_server_user() {
-  if [ "$(id -u)" = 0 ]; then runuser -u "$os_user" -- "$@"; else "$@"; fi
+  # From / so that a checkout the server user may not enter causes no warning.
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$os_user" -- "$@"); else "$@"; fi
 }
 
 running() { [ -f "$var/data/postmaster.pid" ] && as_server_user "$(find_bin)/pg_ctl" -D "$var/data" status >/dev/null 2>&1; }
