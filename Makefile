@@ -60,6 +60,7 @@ token: $(STAMP) ## print a JWT for the local stack: make token ROLE=seller SELLE
 	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.token --role "$(ROLE)" --sellers "$(SELLERS)"
 
 bench: run ## benchmarks against the running stack; prints `bench <name> <value> <unit>`
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.bench
 
 simulate: run ## stream a simulated marketplace through the running stack and check totals

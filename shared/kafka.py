@@ -16,7 +16,7 @@ import base64
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import asyncpg
 import orjson
@@ -219,15 +219,39 @@ def dead_letter_value(letter: DeadLetter) -> bytes:
 BatchHandler = Callable[[Sequence[Record]], Awaitable[Sequence[DeadLetter]]]
 
 
-class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Lets a rebalance take partitions away only between batches, never mid-batch."""
+@runtime_checkable
+class TwoPhaseHandler(Protocol):
+    """A handler split so the consumer can overlap work on consecutive batches.
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+    ``prepare`` is pure CPU (parsing, no I/O) and runs while the previous batch's
+    ``apply`` waits on the database; ``apply`` does the batch's I/O (one transaction).
+    Batches are still applied strictly one after another, in order.
+    """
+
+    def prepare(self, records: Sequence[Record]) -> Any: ...
+
+    async def apply(self, prepared: Any) -> Sequence[DeadLetter]: ...
+
+
+@dataclass
+class _InFlight:
+    task: asyncio.Task[list[DeadLetter]]
+    records: list[Record]
+    batches: dict[TopicPartition, list[Record]]
+    started: float
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets a rebalance take partitions away only after the batch in flight committed."""
+
+    def __init__(self, consumer: BatchConsumer) -> None:
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self._lock:
-            pass
+        try:
+            await self._consumer.drain()
+        except Exception as exc:  # the new owner redelivers from the last commit
+            log.warning("batch in flight failed during a rebalance", error=str(exc))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
@@ -247,7 +271,7 @@ class BatchConsumer:
         bootstrap: str,
         topic: str,
         group_id: str,
-        handler: BatchHandler,
+        handler: BatchHandler | TwoPhaseHandler,
         producer: Producer,
         max_records: int = 2000,
         poll_timeout_ms: int = 200,
@@ -258,7 +282,13 @@ class BatchConsumer:
         self._bootstrap = bootstrap
         self._partitions = partitions
         self.group_id = group_id
-        self._handler = handler
+        self._prepare: Callable[[Sequence[Record]], Any]
+        self._apply_prepared: Callable[[Any], Awaitable[Sequence[DeadLetter]]]
+        if isinstance(handler, TwoPhaseHandler):
+            self._prepare, self._apply_prepared = handler.prepare, handler.apply
+        else:
+            self._prepare, self._apply_prepared = list, handler
+        self._inflight: _InFlight | None = None
         self._producer = producer
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
@@ -282,7 +312,7 @@ class BatchConsumer:
         # its next metadata refresh (minutes): make sure it exists first.
         await ensure_topics(self._bootstrap, [self.topic], self._partitions)
         await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=_WaitForBatch(self._lock))
+        self._consumer.subscribe([self.topic], listener=_WaitForBatch(self))
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -291,31 +321,69 @@ class BatchConsumer:
         await self._consumer.stop()
 
     async def run(self) -> None:
-        """Runs until ``stop()``; call ``start()`` first and ``close()`` after."""
+        """Runs until ``stop()``; call ``start()`` first and ``close()`` after.
+
+        One batch is in flight at a time: while batch N is applied (its transaction waits
+        on the database), batch N+1 is fetched and prepared; N+1 is applied only after
+        N committed its offsets. A failure rewinds both to the first uncommitted offsets.
+        """
         backoff = 0.1
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(
                 timeout_ms=self._poll_timeout_ms, max_records=self._max_records
             )
             records = [r for part in batches.values() for r in part]
-            if not records:
-                continue
+            failed = self._inflight
+            prepared: Any = None
+            prepare_error: Exception | None = None
             try:
-                async with self._lock:
-                    await self._process(records, batches)
+                # CPU work on this batch while the one in flight waits on the database.
+                prepared = self._prepare(records) if records else None
+            except Exception as exc:
+                prepare_error = exc
+            try:
+                await self.drain()
+                failed = None
+                if prepare_error is not None:
+                    raise prepare_error
                 backoff = 0.1
             except Exception as exc:
                 log.warning(
                     "batch failed; retrying from committed offsets",
                     group=self.group_id,
-                    records=len(records),
+                    records=len(failed.records) if failed else len(records),
                     error=f"{type(exc).__name__}: {exc}",
                     backoff_s=backoff,
                 )
-                await self._rewind(batches)
+                self._rewind(failed.batches if failed else {}, batches)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            self._record_lag(batches)
+                continue
+            if records:
+                task = asyncio.create_task(self._apply(prepared, records))
+                self._inflight = _InFlight(task, records, batches, time.perf_counter())
+        try:
+            await self.drain()
+        except Exception as exc:  # stopping: the next start redelivers it
+            log.warning("last batch failed at stop", group=self.group_id, error=str(exc))
+
+    async def drain(self) -> None:
+        """Waits for the batch in flight, dead-letters its poison and commits its offsets."""
+        async with self._lock:
+            inflight, self._inflight = self._inflight, None
+            if inflight is None:
+                return
+            dead = await inflight.task
+            if dead:
+                await self._dead_letter(dead)
+            await self._commit(inflight.batches)
+        records = inflight.records
+        BATCH_SIZE.labels(self.group_id).observe(len(records))
+        BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - inflight.started)
+        CONSUMED.labels(self.group_id, "ok").inc(len(records) - len(dead))
+        self.batches_done += 1
+        self.records_done += len(records)
+        self._record_lag(inflight.batches)
 
     async def run_until_idle(self, idle_seconds: float = 1.0) -> None:
         """For benchmarks and tools: run until no record arrived for ``idle_seconds``."""
@@ -334,12 +402,9 @@ class BatchConsumer:
                 return
             last = self.records_done
 
-    async def _process(
-        self, records: list[Record], batches: dict[TopicPartition, list[Record]]
-    ) -> None:
-        started = time.perf_counter()
+    async def _apply(self, prepared: Any, records: list[Record]) -> list[DeadLetter]:
         try:
-            dead = list(await self._handler(records))
+            return list(await self._apply_prepared(prepared))
         except Exception as exc:
             if is_transient(exc) or len(records) == 1:
                 raise
@@ -349,21 +414,13 @@ class BatchConsumer:
                 records=len(records),
                 error=f"{type(exc).__name__}: {exc}",
             )
-            dead = await self._isolate(records)
-        if dead:
-            await self._dead_letter(dead)
-        await self._commit(batches)
-        BATCH_SIZE.labels(self.group_id).observe(len(records))
-        BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
-        CONSUMED.labels(self.group_id, "ok").inc(len(records) - len(dead))
-        self.batches_done += 1
-        self.records_done += len(records)
+            return await self._isolate(records)
 
     async def _isolate(self, records: list[Record]) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
         for record in records:
             try:
-                dead += await self._handler([record])
+                dead += await self._apply_prepared(self._prepare([record]))
             except Exception as exc:
                 if is_transient(exc):
                     raise
@@ -401,12 +458,18 @@ class BatchConsumer:
             # redeliver from the last commit; the handler's idempotency absorbs it.
             log.warning("offset commit lost to a rebalance", group=self.group_id, error=str(exc))
 
-    async def _rewind(self, batches: dict[TopicPartition, list[Record]]) -> None:
-        """getmany() already moved the position: go back to the first uncommitted record."""
+    def _rewind(self, *batch_maps: dict[TopicPartition, list[Record]]) -> None:
+        """getmany() already moved the position: go back to the first uncommitted record
+        (the earliest of the given batches, oldest first, per partition)."""
         assigned = self._consumer.assignment()
-        for tp, part in batches.items():
-            if part and tp in assigned:
-                self._consumer.seek(tp, part[0].offset)
+        first: dict[TopicPartition, int] = {}
+        for batches in batch_maps:
+            for tp, part in batches.items():
+                if part and tp not in first:
+                    first[tp] = part[0].offset
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
 
     def _record_lag(self, batches: dict[TopicPartition, list[Record]]) -> None:
         for tp, part in batches.items():

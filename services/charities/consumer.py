@@ -9,7 +9,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from services.charities import repository
-from services.charities.service import parse_ledger
+from services.charities.service import ParsedBatch, parse_ledger
 from shared.kafka import DeadLetter, Record
 
 ENTRIES_FOLDED = Counter(
@@ -29,13 +29,19 @@ LEDGER_DEAD_LETTERS = Counter(
 
 
 class LedgerFolder:
-    """The BatchConsumer handler: parse, then one set-based statement in one transaction."""
+    """The BatchConsumer handler: parse (while the previous batch is written), then one
+    set-based statement in one transaction."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
 
     async def __call__(self, records: Sequence[Record]) -> Sequence[DeadLetter]:
-        parsed = parse_ledger(records)
+        return await self.apply(self.prepare(records))
+
+    def prepare(self, records: Sequence[Record]) -> ParsedBatch:
+        return parse_ledger(records)
+
+    async def apply(self, parsed: ParsedBatch) -> Sequence[DeadLetter]:
         entries = parsed.entries
         applied = 0
         if entries.entry_id:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +67,13 @@ def group_id(settings: Settings) -> str:
     return settings.topic_prefix + "donations"
 
 
+@dataclass
+class ParsedBatch:
+    dead: list[DeadLetter] = field(default_factory=list)
+    events: list[OrderEvent] = field(default_factory=list)
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
 class LedgerHandler:
     """The batch handler; usable without a consumer (tests run it directly)."""
 
@@ -75,18 +83,26 @@ class LedgerHandler:
         self.entries_recorded = 0
 
     async def handle(self, records: Sequence[Record]) -> list[DeadLetter]:
-        dead: list[DeadLetter] = []
-        events: list[OrderEvent] = []
-        tally: Counter[tuple[str, str]] = Counter()
+        """Both phases at once (tests and tools call it directly)."""
+        return await self.apply(self.prepare(records))
+
+    def prepare(self, records: Sequence[Record]) -> ParsedBatch:
+        """Parsing only (no I/O): runs while the previous batch is still being written."""
+        batch = ParsedBatch()
         for record in records:
             parsed = _parse(record)
             if isinstance(parsed, DeadLetter):
-                dead.append(parsed)
-                tally[("unknown", "dead_letter")] += 1
+                batch.dead.append(parsed)
+                batch.tally[("unknown", "dead_letter")] += 1
             elif isinstance(parsed, tuple):
-                tally[parsed] += 1
+                batch.tally[parsed] += 1
             else:
-                events.append(parsed)
+                batch.events.append(parsed)
+        return batch
+
+    async def apply(self, batch: ParsedBatch) -> list[DeadLetter]:
+        """The batch's one transaction: rules, prior ledger, entries, outbox."""
+        dead, events, tally = batch.dead, batch.events, batch.tally
         plan_outcomes: Counter[tuple[str, str]] = Counter()
         recorded: list[NewEntry] = []
         if events:
@@ -202,7 +218,7 @@ def build_consumer(
         bootstrap=settings.kafka_bootstrap,
         topic=settings.topic(TOPIC_ORDERS),
         group_id=group_id(settings),
-        handler=handler.handle,
+        handler=handler,
         producer=producer,
         max_records=settings.consumer_max_records,
     )

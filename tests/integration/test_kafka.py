@@ -136,3 +136,54 @@ async def test_a_producer_replaces_itself_after_a_fatal_sequence_error(
         await producer.send_and_wait(topic, b"after", key=b"k")
     finally:
         await producer.stop()
+
+
+async def test_a_two_phase_handler_recovers_from_a_transient_failure_without_gaps(
+    common_settings: CommonSettings,
+) -> None:
+    """Batches overlap (prepare N+1 while N applies); a failure rewinds both, nothing lost."""
+    topic = common_settings.topic(unique("twophase"))
+    await ensure_topics(common_settings.kafka_bootstrap, [topic], partitions=2)
+    producer = make_producer(common_settings.kafka_bootstrap)
+    await producer.start()
+    applied: list[int] = []
+    failures = 0
+
+    class Handler:
+        def prepare(self, records: Sequence[Record]) -> list[int]:
+            return [int(r.value) for r in records]
+
+        async def apply(self, numbers: list[int]) -> Sequence[DeadLetter]:
+            nonlocal failures
+            await asyncio.sleep(0.01)
+            if failures == 0 and len(applied) >= 50:
+                failures += 1
+                raise ConnectionError("database went away")
+            applied.extend(numbers)
+            return []
+
+    group = unique("g")
+    consumer = BatchConsumer(
+        bootstrap=common_settings.kafka_bootstrap,
+        topic=topic,
+        group_id=group,
+        handler=Handler(),
+        producer=producer,
+        max_records=25,
+    )
+    try:
+        sends = [
+            await producer.send(topic, str(n).encode(), key=str(n % 7).encode()) for n in range(300)
+        ]
+        await asyncio.gather(*sends)
+        await consumer.start()
+        runner = asyncio.create_task(consumer.run())
+        await eventually(lambda: asyncio.sleep(0, set(applied)), lambda seen: len(seen) == 300)
+        await consumer.stop()
+        await runner
+    finally:
+        await consumer.close()
+        await producer.stop()
+    assert failures == 1
+    assert set(applied) == set(range(300))
+    assert consumer.records_done >= 300

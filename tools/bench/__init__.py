@@ -7,7 +7,10 @@ stack (``make run``) is up while they run. Figures are also written to
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,3 +22,21 @@ class Figure:
     def line(self) -> str:
         value = f"{self.value:.0f}" if abs(self.value) >= 100 else f"{self.value:.2f}"
         return f"bench {self.name} {value} {self.unit}"
+
+
+class FirstBatchTimer:
+    """Wraps a consumer handler (plain or two-phase) and notes when the first batch came."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.first: float | None = None
+
+    def prepare(self, records: Sequence[Any]) -> Any:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return self._inner.prepare(records) if hasattr(self._inner, "prepare") else records
+
+    async def apply(self, prepared: Any) -> Any:
+        if hasattr(self._inner, "apply"):
+            return await self._inner.apply(prepared)
+        return await self._inner(prepared)

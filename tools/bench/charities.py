@@ -43,7 +43,7 @@ from shared.db import create_pool
 from shared.events import TOPIC_LEDGER
 from shared.kafka import BatchConsumer, ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure
+from tools.bench import Figure, FirstBatchTimer
 
 DATABASE = "charities_bench"
 ENTRIES = 100_000
@@ -163,14 +163,7 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
         futures = [await producer.send(topic, value, key=key) for key, value, *_ in entries]
         await asyncio.gather(*futures)
 
-        folder = LedgerFolder(pool)
-        first_batch: list[float] = []
-
-        async def timed(records: Any) -> Any:
-            if not first_batch:
-                first_batch.append(time.perf_counter())
-            return await folder(records)
-
+        timed = FirstBatchTimer(LedgerFolder(pool))
         consumer = BatchConsumer(
             bootstrap=settings.kafka_bootstrap,
             topic=topic,
@@ -208,7 +201,8 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
     wrong = [p for p in projects if after.get(p, 0) - before.get(p, 0) != expected[p]]
     if wrong:
         raise AssertionError(f"totals differ from the produced ledger for {len(wrong)} projects")
-    seconds = finished - first_batch[0]
+    assert timed.first is not None
+    seconds = finished - timed.first
     print(
         f"# fold: {ENTRIES} entries in {batches} batches, {seconds:.2f} s, totals exact",
         file=sys.stderr,

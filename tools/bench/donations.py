@@ -46,7 +46,7 @@ from shared.events import (
 from shared.kafka import BatchConsumer, Record, ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import OutboxMessage, enqueue
-from tools.bench import Figure
+from tools.bench import Figure, FirstBatchTimer
 
 DATABASE = "donations_bench"
 TOPIC = "donations.orders.lifecycle"
@@ -151,13 +151,7 @@ async def _consume(
     settings: Settings, topic: str, group: str, handler: Any, producer: AIOKafkaProducer, total: int
 ) -> tuple[float, int]:
     """Seconds from the first batch to the commit of the ``total``-th record, and batches."""
-    first_batch: list[float] = []
-
-    async def timed(records: Any) -> Any:
-        if not first_batch:
-            first_batch.append(time.perf_counter())
-        return await handler(records)
-
+    timed = FirstBatchTimer(handler)
     consumer = BatchConsumer(
         bootstrap=settings.kafka_bootstrap,
         topic=topic,
@@ -179,7 +173,8 @@ async def _consume(
         await consumer.stop()
         await task
         await consumer.close()
-    return finished - first_batch[0], consumer.batches_done
+    assert timed.first is not None
+    return finished - timed.first, consumer.batches_done
 
 
 class NaiveHandler:
@@ -275,9 +270,7 @@ async def run() -> list[Figure]:
         events = _events(EVENTS, f"{run_id}-fast")
         await _produce(producer, topic, events)
         handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
-        seconds, batches = await _consume(
-            settings, topic, fast_group, handler.handle, producer, EVENTS
-        )
+        seconds, batches = await _consume(settings, topic, fast_group, handler, producer, EVENTS)
         entries = await pool.fetchval("SELECT count(*) FROM ledger_entry")
         outbox = await pool.fetchval("SELECT count(*) FROM outbox")
         if not entries or entries != handler.entries_recorded or outbox != entries:
