@@ -38,7 +38,12 @@ start() {
   for entry in charities:8003 donations:8002 orders:8001; do
     name=${entry%%:*}; port=${entry##*:}
     if running "$name"; then echo "$name: already running"; continue; fi
-    nohup "$py" -m uvicorn "services.$name.app:create_app" --factory \
+    workers=1
+    # orders takes every storefront's traffic: two processes (their outbox relays share
+    # the work by bucket). The consumers are one process each: Kafka partitions are the
+    # unit of their scale-out, across machines.
+    if [ "$name" = orders ]; then workers=${GFG_ORDERS_WORKERS:-2}; fi
+    nohup "$py" -m uvicorn "services.$name.app:create_app" --factory --workers "$workers" \
       --host 127.0.0.1 --port "$port" --no-access-log --loop uvloop --http httptools \
       >>"var/log/$name.log" 2>&1 &
     echo $! > "var/run/$name.pid"

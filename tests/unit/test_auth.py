@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -43,3 +44,14 @@ def test_missing_malformed_foreign_or_expired_tokens_are_401(header: str | None)
 def test_admin_may_act_for_any_seller() -> None:
     admin = Authenticator(SECRET).principal("Bearer " + issue_token(SECRET, Role.ADMIN))
     ensure_seller(admin, "anyone")
+
+
+def test_a_remembered_token_still_expires() -> None:
+    auth = Authenticator(SECRET)
+    header = "Bearer " + issue_token(SECRET, Role.ADMIN, ttl=timedelta(seconds=1))
+    assert auth.principal(header).role is Role.ADMIN
+    assert auth.principal(header).role is Role.ADMIN  # from the cache
+    time.sleep(2.1)  # exp has second resolution
+    with pytest.raises(Problem) as raised:
+        auth.principal(header)
+    assert raised.value.status == 401
