@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from murmurhash2 import murmurhash2
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.events import DLQ_SUFFIX
@@ -128,10 +130,25 @@ class Producer:
         return False
 
 
+_MURMUR2_SEED = 0x9747B28C
+
+
+def kafka_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Kafka's default partitioner (murmur2 of the key, as the Java client does), in C.
+
+    aiokafka's own is pure Python and was a third of the outbox relay's CPU; this one
+    places every key on the same partition as aiokafka's and Java's.
+    """
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % len(all_partitions)]
+
+
 def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     """Idempotent (acks=all) producer: per-partition order survives retries."""
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
+        "partitioner": kafka_partitioner,
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,

@@ -4,6 +4,9 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.events import (
@@ -14,6 +17,7 @@ from shared.events import (
     encode,
     order_event_adapter,
 )
+from shared.kafka import kafka_partitioner
 
 
 def completed() -> OrderCompleted:
@@ -48,3 +52,11 @@ def test_decode_rejects_non_objects_and_missing_fields() -> None:
         decode_envelope(b"{not json")
     with pytest.raises(ValidationError):
         decode_envelope(b'{"type": "order.completed"}')
+
+
+@given(st.binary(min_size=0, max_size=64), st.integers(1, 64))
+def test_our_partitioner_places_keys_exactly_where_kafkas_default_does(
+    key: bytes, partitions: int
+) -> None:
+    every = list(range(partitions))
+    assert kafka_partitioner(key, every, every) == DefaultPartitioner()(key, every, every)
