@@ -59,9 +59,9 @@ test: install lint ## lint, then every test against real PostgreSQL and Kafka
 token: $(STAMP) ## print a JWT for the local stack: make token ROLE=seller SELLERS=s1,s2
 	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.token --role "$(ROLE)" --sellers "$(SELLERS)"
 
-bench: run ## benchmarks against the running stack; prints `bench <name> <value> <unit>`
+bench: run ## benchmarks (REPEAT=3 for medians); prints `bench <name> <value> <unit>`
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
-	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.bench
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.bench --repeat $(or $(REPEAT),1)
 
 simulate: run ## stream a simulated marketplace through the running stack and check totals
 	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.simulate $(ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,18 @@ from tools.bench import Figure
 MODULES = ("orders", "donations", "charities", "ceiling", "pipeline")
 
 
-async def main(names: list[str], output: Path) -> int:
+def _median_of_runs(runs: list[list[Figure]]) -> list[Figure]:
+    """Each figure's median over the runs; the runs' range goes to stderr."""
+    out = []
+    for first in runs[0]:
+        values = sorted(f.value for run in runs for f in run if f.name == first.name)
+        median = statistics.median(values)
+        print(f"# {first.name}: median of {values}", file=sys.stderr)
+        out.append(Figure(first.name, median, first.unit))
+    return out
+
+
+async def main(names: list[str], output: Path, repeat: int) -> int:
     figures: list[Figure] = []
     failed = 0
     for name in names:
@@ -28,7 +40,8 @@ async def main(names: list[str], output: Path) -> int:
         started = time.monotonic()
         print(f"# bench {name}: running", file=sys.stderr, flush=True)
         try:
-            found: list[Figure] = await module.run()
+            runs: list[list[Figure]] = [await module.run() for _ in range(repeat)]
+            found = _median_of_runs(runs) if repeat > 1 else runs[0]
         except Exception as exc:
             failed += 1
             print(f"# bench {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -55,5 +68,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("names", nargs="*", default=list(MODULES))
     parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each module N times, report the medians"
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.names, args.output)))
+    sys.exit(asyncio.run(main(args.names, args.output, args.repeat)))
