@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from fastapi import APIRouter, FastAPI
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 from shared.auth import Authenticator
 from shared.observability import get_logger, health_router
@@ -15,6 +16,20 @@ from shared.problems import BodySizeLimit, install_problem_handlers
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
+
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[Any]
+else:  # asyncpg's classes are not generic at runtime
+    Pool = asyncpg.Pool
+
+
+def _pool(request: Request) -> Pool:
+    pool: Pool = request.app.state.pool
+    return pool
+
+
+# The service's database pool, opened by its lifespan as ``app.state.pool``.
+PoolDep = Annotated[Pool, Depends(_pool)]
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -29,19 +28,10 @@ from services.charities.schemas import (
 )
 from services.charities.service import Cached, ResponseCache
 from shared.auth import AdminDep
-
-if TYPE_CHECKING:
-    Pool = asyncpg.Pool[Any]
-else:  # asyncpg's classes are not generic at runtime
-    Pool = asyncpg.Pool
+from shared.web import PoolDep
 
 STATIC_DIR = Path(__file__).parent / "static"
 CACHE_CONTROL = "public, max-age=1"
-
-
-def _pool(request: Request) -> Pool:
-    pool: Pool = request.app.state.pool
-    return pool
 
 
 def _cache(request: Request) -> ResponseCache:
@@ -49,7 +39,6 @@ def _cache(request: Request) -> ResponseCache:
     return cache
 
 
-PoolDep = Annotated[Pool, Depends(_pool)]
 CacheDep = Annotated[ResponseCache, Depends(_cache)]
 IfNoneMatch = Annotated[str | None, Header()]
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from services.donations import repository, service
@@ -24,11 +23,7 @@ from services.donations.schemas import (
 )
 from shared.auth import Principal, Role, SellerDep, ensure_seller, require
 from shared.problems import not_found, unprocessable
-
-if TYPE_CHECKING:
-    Pool = asyncpg.Pool[Any]
-else:  # asyncpg's classes are not generic at runtime
-    Pool = asyncpg.Pool
+from shared.web import PoolDep
 
 router = APIRouter(prefix="/v1", tags=["donations"])
 
@@ -38,17 +33,11 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 OwnSellerDep = Annotated[Principal, Depends(require(Role.SELLER))]
 
 
-def _pool(request: Request) -> Pool:
-    pool: Pool = request.app.state.pool
-    return pool
-
-
 def _charities(request: Request) -> CharitiesClient:
     client: CharitiesClient = request.app.state.charities
     return client
 
 
-PoolDep = Annotated[Pool, Depends(_pool)]
 CharitiesDep = Annotated[CharitiesClient, Depends(_charities)]
 
 

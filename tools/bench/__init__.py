@@ -13,6 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
+from shared.settings import CommonSettings
+
+
+async def ensure_database(settings: CommonSettings, name: str) -> None:
+    """Creates the benchmark's own database if it does not exist yet."""
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(settings.dsn("postgres"))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -10,16 +10,14 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from shared.db import connect
 from shared.events import OrderCompleted, OrderItem, OrderSnapshot, encode
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import CommonSettings
-from tools.bench import Figure
+from tools.bench import Figure, ensure_database
 
 EVENTS = 200_000
 ROWS = 200_000
@@ -83,15 +81,6 @@ async def kafka_events_per_s(settings: CommonSettings, n: int = EVENTS) -> float
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-async def ensure_database(settings: CommonSettings, name: str) -> None:
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(settings.dsn("postgres"))
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 async def pg_copy_rows_per_s(settings: CommonSettings, n: int = ROWS) -> float:

@@ -43,7 +43,7 @@ from shared.db import create_pool
 from shared.events import TOPIC_LEDGER
 from shared.kafka import BatchConsumer, ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure, FirstBatchTimer
+from tools.bench import Figure, FirstBatchTimer, ensure_database
 
 DATABASE = "charities_bench"
 ENTRIES = 100_000
@@ -61,16 +61,6 @@ def _settings() -> Settings:
         jwt_secret=os.environ.get("GFG_JWT_SECRET", "bench-secret-not-for-production-0123456789"),
         log_level="WARNING",
     )
-
-
-async def _ensure_database(settings: Settings) -> None:
-    conn = await asyncpg.connect(settings.dsn("postgres"))
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await conn.close()
 
 
 async def _projects(pool: asyncpg.Pool[Any]) -> list[uuid.UUID]:
@@ -339,7 +329,7 @@ async def bench_http(settings: Settings) -> list[Figure]:
 
 async def run() -> list[Figure]:
     settings = _settings()
-    await _ensure_database(settings)
+    await ensure_database(settings, DATABASE)
     await migrate(settings.dsn(DATABASE), MIGRATIONS)
     pool = await create_pool(settings.dsn(DATABASE), min_size=2, max_size=4)
     try:

@@ -46,7 +46,7 @@ from shared.events import (
 from shared.kafka import BatchConsumer, Record, ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import OutboxMessage, enqueue
-from tools.bench import Figure, FirstBatchTimer
+from tools.bench import Figure, FirstBatchTimer, ensure_database
 
 DATABASE = "donations_bench"
 TOPIC = "donations.orders.lifecycle"
@@ -66,13 +66,7 @@ def _settings() -> Settings:
 
 
 async def _prepare_database(settings: Settings) -> None:
-    conn = await asyncpg.connect(settings.dsn("postgres"))
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await conn.close()
+    await ensure_database(settings, DATABASE)
     await migrate(settings.dsn(DATABASE), MIGRATIONS)
     conn = await asyncpg.connect(settings.dsn(DATABASE))
     try:

@@ -33,7 +33,7 @@ from shared.events import TOPIC_ORDERS
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import OutboxRelay
-from tools.bench import Figure, free_port
+from tools.bench import Figure, ensure_database, free_port
 
 ROOT = Path(__file__).parents[2]
 DATABASE = "orders_bench"
@@ -109,12 +109,7 @@ def _p99(latencies: list[float]) -> float:
 
 
 async def _prepare_database(settings: Settings) -> str:
-    admin = await asyncpg.connect(settings.dsn("postgres"))
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
-            await admin.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await admin.close()
+    await ensure_database(settings, DATABASE)
     dsn = settings.dsn(DATABASE)
     await migrate(dsn, MIGRATIONS)
     conn = await asyncpg.connect(dsn)
