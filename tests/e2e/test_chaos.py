@@ -101,6 +101,11 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
             f" {time.monotonic() - started:.0f} s; client retries: "
             f"{sim.counts['retries_transport']} transport, {sim.counts['retries_5xx']} 5xx"
         )
+        report(
+            "simulation: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(sim.counts.items()) if "retries" not in k)
+            + f"; totals {'equal' if totals_ok else 'DIFFER from'} the independent totals"
+        )
         assert len(faults) == 5
         assert totals_ok, "charities totals differ from the simulator's independent totals"
         assert result.differences == [], result.differences[:20]
