@@ -43,6 +43,7 @@ start() {
     # the work by bucket). The consumers are one process each: Kafka partitions are the
     # unit of their scale-out, across machines.
     if [ "$name" = orders ]; then workers=${GFG_ORDERS_WORKERS:-2}; fi
+    if [ "$name" = donations ]; then workers=${GFG_DONATIONS_WORKERS:-1}; fi
     nohup "$py" -m uvicorn "services.$name.app:create_app" --factory --workers "$workers" \
       --host 127.0.0.1 --port "$port" --no-access-log --loop uvloop --http httptools \
       >>"var/log/$name.log" 2>&1 &
