@@ -12,13 +12,10 @@ from services.donations.charities import CharitiesClient
 from services.donations.config import Settings
 from services.donations.consumer import build_consumer
 from services.donations.endpoints import router
-from shared.db import create_pool
 from shared.events import TOPICS
-from shared.kafka import ensure_topics, kafka_reachable, make_producer
-from shared.migrations import migrate
-from shared.observability import get_logger, setup_logging
+from shared.observability import get_logger
 from shared.outbox import OutboxRelay
-from shared.web import Workers, build_app
+from shared.web import build_app, service_resources
 
 log = get_logger(__name__)
 
@@ -30,52 +27,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        setup_logging(settings.log_level, settings.log_json)
-        dsn = settings.dsn(settings.donations_db)
-        await migrate(dsn, MIGRATIONS)
-        pool = await create_pool(dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)
-        charities = CharitiesClient(
-            settings.charities_url,
-            timeout_s=settings.charities_timeout_s,
-            cache_ttl_s=settings.charities_cache_ttl_s,
-        )
-        producer = make_producer(settings.kafka_bootstrap)
-        workers = Workers()
-        consumer = None
-        try:
-            await ensure_topics(
-                settings.kafka_bootstrap,
-                [settings.topic(name) for name in TOPICS],
-                settings.topic_partitions,
+        topics = [settings.topic(name) for name in TOPICS]
+        async with service_resources(
+            app, settings, database=settings.donations_db, migrations=MIGRATIONS, topics=topics
+        ) as res:
+            charities = CharitiesClient(
+                settings.charities_url,
+                timeout_s=settings.charities_timeout_s,
+                cache_ttl_s=settings.charities_cache_ttl_s,
             )
-            await producer.start()
-            relay = OutboxRelay(service="donations", dsn=dsn, pool=pool, producer=producer)
-            consumer = build_consumer(settings, pool, producer)
-            await consumer.start()
-
-            async def postgres_ready() -> None:
-                await pool.fetchval("SELECT 1")
-
-            async def kafka_ready() -> None:
-                await kafka_reachable(producer)
-
-            app.state.pool = pool
-            app.state.charities = charities
-            app.state.relay = relay
-            app.state.consumer = consumer
-            app.state.readiness = {"postgres": postgres_ready, "kafka": kafka_ready}
-            workers.start("donations-outbox-relay", relay)
-            workers.start("donations-consumer", consumer)
-            log.info("donations service started")
-            yield
-        finally:
-            await workers.stop()
-            if consumer is not None:
-                await consumer.close()
-            await producer.stop()
-            await charities.aclose()
-            await pool.close()
-            log.info("donations service stopped")
+            try:
+                relay = OutboxRelay(
+                    service="donations", dsn=res.dsn, pool=res.pool, producer=res.producer
+                )
+                consumer = build_consumer(settings, res.pool, res.producer)
+                await consumer.start()
+                app.state.charities = charities
+                app.state.relay = relay
+                app.state.consumer = consumer
+                res.workers.start("donations-outbox-relay", relay)
+                res.workers.start("donations-consumer", consumer)
+                log.info("donations service started")
+                yield
+            finally:
+                await res.workers.stop()
+                await charities.aclose()
+        log.info("donations service stopped")
 
     return build_app(
         title="Goods for Good — donations",

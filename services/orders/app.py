@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -22,11 +21,8 @@ from services.orders.service import (
     OrderNotFound,
     OrderService,
 )
-from shared.db import create_pool
 from shared.events import TOPIC_ORDERS
-from shared.kafka import ensure_topics, kafka_reachable, make_producer
-from shared.migrations import migrate
-from shared.observability import get_logger, setup_logging
+from shared.observability import get_logger
 from shared.outbox import OutboxRelay
 from shared.problems import (
     Problem,
@@ -35,7 +31,7 @@ from shared.problems import (
     problem_response,
     validation_problem,
 )
-from shared.web import Workers, build_app
+from shared.web import build_app, service_resources
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = get_logger(__name__)
@@ -46,44 +42,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        setup_logging(settings.log_level, settings.log_json)
-        dsn = settings.dsn(settings.orders_db)
-        await migrate(dsn, MIGRATIONS)
-        pool = await create_pool(dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)
-        workers = Workers()
-        producer = make_producer(settings.kafka_bootstrap)
-        try:
-            topic = settings.topic(TOPIC_ORDERS)
-            await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
-            await producer.start()
+        topic = settings.topic(TOPIC_ORDERS)
+        async with service_resources(
+            app, settings, database=settings.orders_db, migrations=MIGRATIONS, topics=[topic]
+        ) as res:
             relay = OutboxRelay(
                 service="orders",
-                dsn=dsn,
-                pool=pool,
-                producer=producer,
+                dsn=res.dsn,
+                pool=res.pool,
+                producer=res.producer,
                 batch_size=settings.relay_batch_size,
             )
             if settings.relay_enabled:
-                workers.start("orders-outbox-relay", relay)
-            app.state.pool = pool
+                res.workers.start("orders-outbox-relay", relay)
             app.state.relay = relay
             app.state.orders = OrderService(
-                pool, topic=topic, clock_skew=timedelta(seconds=settings.clock_skew_seconds)
+                res.pool, topic=topic, clock_skew=timedelta(seconds=settings.clock_skew_seconds)
             )
-
-            async def postgres() -> None:
-                await pool.fetchval("SELECT 1")
-
-            app.state.readiness = {
-                "postgres": postgres,
-                "kafka": partial(kafka_reachable, producer),
-            }
             log.info("orders service started", database=settings.orders_db, topic=topic)
             yield
-        finally:
-            await workers.stop()
-            await producer.stop()
-            await pool.close()
 
     app = build_app(
         title="Goods for Good: orders", settings=settings, lifespan=lifespan, routers=[router]
