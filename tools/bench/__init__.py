@@ -7,6 +7,7 @@ stack (``make run``) is up while they run. Figures are also written to
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.kafka import BatchConsumer, Producer
 from shared.settings import CommonSettings
 
 
@@ -62,3 +64,44 @@ class FirstBatchTimer:
         if hasattr(self._inner, "apply"):
             return await self._inner.apply(prepared)
         return await self._inner(prepared)
+
+
+async def consume_timed(
+    *,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    handler: Any,
+    producer: Producer,
+    total: int,
+    max_records: int,
+    timeout_s: float = 150,
+) -> tuple[float, int]:
+    """Runs a BatchConsumer with ``handler`` until ``total`` records are committed.
+
+    Returns the seconds from the first batch to the last commit, and the batches used.
+    """
+    timed = FirstBatchTimer(handler)
+    consumer = BatchConsumer(
+        bootstrap=bootstrap,
+        topic=topic,
+        group_id=group,
+        handler=timed,
+        producer=producer,
+        max_records=max_records,
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while consumer.records_done < total:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"consumer stalled at {consumer.records_done}/{total}")
+            await asyncio.sleep(0.005)
+        finished = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await task
+        await consumer.close()
+    assert timed.first is not None
+    return finished - timed.first, consumer.batches_done

@@ -41,9 +41,9 @@ from services.charities.consumer import LedgerFolder
 from services.charities.schemas import CharityCreate, ProjectCreate
 from shared.db import create_pool
 from shared.events import TOPIC_LEDGER
-from shared.kafka import BatchConsumer, ensure_topics, make_producer
+from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure, FirstBatchTimer, ensure_database
+from tools.bench import Figure, consume_timed, ensure_database
 
 DATABASE = "charities_bench"
 ENTRIES = 100_000
@@ -153,27 +153,16 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
         futures = [await producer.send(topic, value, key=key) for key, value, *_ in entries]
         await asyncio.gather(*futures)
 
-        timed = FirstBatchTimer(LedgerFolder(pool))
-        consumer = BatchConsumer(
+        seconds, batches = await consume_timed(
             bootstrap=settings.kafka_bootstrap,
             topic=topic,
-            group_id=group,
-            handler=timed,
+            group=group,
+            handler=LedgerFolder(pool),
             producer=producer,
+            total=ENTRIES,
             max_records=settings.ledger_batch_max,
+            timeout_s=120,
         )
-        await consumer.start()
-        task = asyncio.create_task(consumer.run())
-        deadline = time.monotonic() + 120
-        while consumer.records_done < ENTRIES:
-            if task.done() or time.monotonic() > deadline:
-                raise RuntimeError(f"fold stalled at {consumer.records_done}/{ENTRIES}")
-            await asyncio.sleep(0.005)
-        finished = time.perf_counter()
-        batches = consumer.batches_done
-        await consumer.stop()
-        await task
-        await consumer.close()
     finally:
         await producer.stop()
 
@@ -191,8 +180,6 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
     wrong = [p for p in projects if after.get(p, 0) - before.get(p, 0) != expected[p]]
     if wrong:
         raise AssertionError(f"totals differ from the produced ledger for {len(wrong)} projects")
-    assert timed.first is not None
-    seconds = finished - timed.first
     print(
         f"# fold: {ENTRIES} entries in {batches} batches, {seconds:.2f} s, totals exact",
         file=sys.stderr,

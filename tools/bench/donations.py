@@ -19,13 +19,12 @@ import asyncio
 import os
 import random
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.donations.app import MIGRATIONS
 from services.donations.config import Settings
@@ -43,10 +42,10 @@ from shared.events import (
     encode,
     order_event_adapter,
 )
-from shared.kafka import BatchConsumer, Record, ensure_topics, make_producer
+from shared.kafka import Producer, Record, ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import OutboxMessage, enqueue
-from tools.bench import Figure, FirstBatchTimer, ensure_database
+from tools.bench import Figure, consume_timed, ensure_database
 
 DATABASE = "donations_bench"
 TOPIC = "donations.orders.lifecycle"
@@ -134,41 +133,23 @@ async def _group_at_end(settings: Settings, topic: str, group: str) -> None:
         await consumer.stop()
 
 
-async def _produce(
-    producer: AIOKafkaProducer, topic: str, events: list[tuple[bytes, bytes]]
-) -> None:
+async def _produce(producer: Producer, topic: str, events: list[tuple[bytes, bytes]]) -> None:
     futures = [await producer.send(topic, value, key=key) for key, value in events]
     await asyncio.gather(*futures)
 
 
 async def _consume(
-    settings: Settings, topic: str, group: str, handler: Any, producer: AIOKafkaProducer, total: int
+    settings: Settings, topic: str, group: str, handler: Any, producer: Producer, total: int
 ) -> tuple[float, int]:
-    """Seconds from the first batch to the commit of the ``total``-th record, and batches."""
-    timed = FirstBatchTimer(handler)
-    consumer = BatchConsumer(
+    return await consume_timed(
         bootstrap=settings.kafka_bootstrap,
         topic=topic,
-        group_id=group,
-        handler=timed,
+        group=group,
+        handler=handler,
         producer=producer,
+        total=total,
         max_records=settings.consumer_max_records,
     )
-    await consumer.start()
-    task = asyncio.create_task(consumer.run())
-    try:
-        deadline = time.monotonic() + 150
-        while consumer.records_done < total:
-            if task.done() or time.monotonic() > deadline:
-                raise RuntimeError(f"consumer stalled at {consumer.records_done}/{total}")
-            await asyncio.sleep(0.005)
-        finished = time.perf_counter()
-    finally:
-        await consumer.stop()
-        await task
-        await consumer.close()
-    assert timed.first is not None
-    return finished - timed.first, consumer.batches_done
 
 
 class NaiveHandler:
