@@ -54,10 +54,9 @@ RETURNING order_id
 """
 
 
-async def insert_order(conn: Conn, order: NewOrder) -> bool:
-    """True if inserted, False if an order with this id exists already."""
-    inserted = await conn.fetchval(
-        _INSERT_ONE,
+def _order_args(order: NewOrder) -> tuple[Any, ...]:
+    """$1..$10 of the single-order inserts."""
+    return (
         order.order_id,
         order.seller_id,
         order.buyer_ref,
@@ -69,6 +68,11 @@ async def insert_order(conn: Conn, order: NewOrder) -> bool:
         order.completed_at,
         order.request_hash,
     )
+
+
+async def insert_order(conn: Conn, order: NewOrder) -> bool:
+    """True if inserted, False if an order with this id exists already."""
+    inserted = await conn.fetchval(_INSERT_ONE, *_order_args(order))
     return inserted is not None
 
 
@@ -91,16 +95,7 @@ async def insert_order_with_event(conn: Conn, order: NewOrder, event: OutboxMess
     in one round trip (the hot path of single ingest; ``enqueue`` needs four)."""
     inserted = await conn.fetchval(
         _INSERT_ONE_WITH_EVENT,
-        order.order_id,
-        order.seller_id,
-        order.buyer_ref,
-        order.currency,
-        order.total_minor,
-        order.items_json,
-        order.placed_at,
-        order.status,
-        order.completed_at,
-        order.request_hash,
+        *_order_args(order),
         event.topic,
         event.aggregate_type,
         event.type,
