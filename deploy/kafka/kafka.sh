@@ -2,10 +2,13 @@
 # Single-node Apache Kafka (KRaft) from the official jars, for local runs and tests.
 #   deploy/kafka/kafka.sh fetch|start|stop|status
 # Jars: deploy/kafka/libs (Maven, pom.xml here). Data and logs: var/kafka (ignored).
+# A second broker beside it (the chaos test's) sets GFG_KAFKA_VAR (its own data folder),
+# GFG_KAFKA_PORT and GFG_KAFKA_CONTROLLER_PORT; start, stop and status then act on that one.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-var="$root/var/kafka"
+var=${GFG_KAFKA_VAR:-$root/var/kafka}
+case $var in /*) ;; *) var="$PWD/$var" ;; esac
 port=${GFG_KAFKA_PORT:-9092}
 controller_port=${GFG_KAFKA_CONTROLLER_PORT:-9093}
 pidfile="$var/kafka.pid"

@@ -3,14 +3,19 @@
 #   deploy/postgres/pg.sh install|start|stop|status
 # Data: var/pg (ignored), port 55432 on 127.0.0.1, superuser "gfg" (trust on loopback).
 # The server never runs as root: when invoked as root it runs as the OS user "gfg".
+# A second cluster beside it (the chaos test's) sets GFG_PG_VAR (its own data folder),
+# GFG_PG_PORT, and GFG_PG_DATABASES (the databases start creates, space-separated).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-var="$root/var/pg"
+var=${GFG_PG_VAR:-$root/var/pg}
+case $var in /*) ;; *) var="$PWD/$var" ;; esac
+link=$var
 # The server runs as a non-root user; if the checkout sits below a folder that user may
 # not enter (say /root), the cluster lives in /var/tmp instead, named after the checkout.
 if [ -L "$var" ]; then var=$(readlink -f "$var"); fi
 port=${GFG_PG_PORT:-55432}
+databases=${GFG_PG_DATABASES:-orders donations charities orders_test donations_test charities_test}
 os_user=gfg
 
 find_bin() {
@@ -44,12 +49,15 @@ start() {
   mkdir -p "$var"
   if [ "$(id -u)" = 0 ]; then chown "$os_user" "$var"; fi
   if ! as_server_user test -w "$var"; then
-    outside="/var/tmp/gfg-pg-$(printf '%s' "$root" | md5sum | cut -c1-12)"
+    # Named after the checkout for the default folder, after the folder for any other.
+    key=$root
+    if [ -n "${GFG_PG_VAR:-}" ]; then key=$link; fi
+    outside="/var/tmp/gfg-pg-$(printf '%s' "$key" | md5sum | cut -c1-12)"
     echo "postgres: $os_user cannot enter $var; keeping the cluster in $outside" >&2
     mkdir -p "$outside"
     chown "$os_user" "$outside"
     rmdir "$var" 2>/dev/null || true
-    ln -sfn "$outside" "$root/var/pg"
+    ln -sfn "$outside" "$link"
     var=$outside
   fi
   if [ ! -f "$var/data/PG_VERSION" ]; then
@@ -72,7 +80,7 @@ CONF
   fi
   if running; then echo "postgres: already running on 127.0.0.1:$port"; return 0; fi
   as_server_user "$bin/pg_ctl" -D "$var/data" -l "$var/postgres.log" -w -t 60 start >/dev/null
-  for db in orders donations charities orders_test donations_test charities_test; do
+  for db in $databases; do
     if ! as_server_user "$bin/psql" -h 127.0.0.1 -p "$port" -U gfg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1; then
       as_server_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U gfg "$db"
     fi

@@ -3,16 +3,27 @@
 Bounded: a fixed number of orders at a fixed rate (about 40 s of traffic), five faults,
 then the pipeline must drain to totals that equal the independently computed ones and a
 clean reconciliation: no donation lost, none doubled.
+
+The broker and the cluster it restarts are its own: a private Kafka and a private
+PostgreSQL cluster on free ports with data under test-artifacts/, started by
+deploy/kafka/kafka.sh and deploy/postgres/pg.sh and removed afterwards. The servers the
+rest of the suite and ``make run`` use stay up, and the test checks that they did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import asyncpg
 import pytest
 
 from shared.settings import CommonSettings
@@ -22,20 +33,137 @@ from tools import reconcile, simulate
 
 ORDERS = 2400
 RATE = 60.0  # orders per second
+SCRIPT_SECONDS = 120  # each kafka.sh / pg.sh call; they give up after 30 s and 60 s
+TEST_SECONDS = 900  # the whole run, faults and drain included
+SERVICES = ("orders", "donations", "charities")
 
 
-async def run_script(*command: str) -> None:
-    process = await asyncio.create_subprocess_exec(*command, cwd=ROOT)
-    assert await process.wait() == 0, f"{command} failed"
+@dataclass(frozen=True)
+class PrivateServers:
+    """A Kafka broker and a PostgreSQL cluster that only this test uses."""
+
+    folder: Path
+    env: dict[str, str]  # for the scripts and the service processes
+    settings: CommonSettings
+
+    async def run(self, script: str, action: str) -> None:
+        # Every call names the private folders, so no call can reach the shared servers.
+        assert self.env["GFG_KAFKA_VAR"].startswith(str(self.folder))
+        assert self.env["GFG_PG_VAR"].startswith(str(self.folder))
+        process = await asyncio.create_subprocess_exec(script, action, cwd=ROOT, env=self.env)
+        try:
+            code = await asyncio.wait_for(process.wait(), SCRIPT_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        assert code == 0, f"{script} {action} failed with {code}"
+
+    async def kafka(self, action: str) -> None:
+        await self.run("deploy/kafka/kafka.sh", action)
+
+    async def postgres(self, action: str) -> None:
+        await self.run("deploy/postgres/pg.sh", action)
+
+
+@pytest.fixture
+async def private_servers() -> AsyncIterator[PrivateServers]:
+    folder = make_folder()
+    kafka_port, controller_port, pg_port = free_port(), free_port(), free_port()
+    dbs = [os.environ[f"GFG_{name.upper()}_DB"] for name in SERVICES]
+    env = dict(
+        os.environ,
+        GFG_KAFKA_VAR=str(folder / "kafka"),
+        GFG_KAFKA_PORT=str(kafka_port),
+        GFG_KAFKA_CONTROLLER_PORT=str(controller_port),
+        GFG_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka_port}",
+        GFG_PG_VAR=str(folder / "pg"),
+        GFG_PG_PORT=str(pg_port),
+        GFG_PG_DATABASES=" ".join(dbs),
+    )
+    servers = PrivateServers(
+        folder, env, CommonSettings(pg_port=pg_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}")
+    )
+    try:
+        await servers.postgres("start")
+        await servers.kafka("start")
+        yield servers
+    finally:
+        try:
+            await servers.kafka("stop")
+        finally:
+            try:
+                await servers.postgres("stop")
+            finally:
+                keep_logs_and_remove(folder)
+
+
+def make_folder() -> Path:
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="chaos-servers-", dir=artifacts))
+    folder.chmod(0o755)  # the cluster runs as the OS user gfg, who must enter it
+    return folder
+
+
+def keep_logs_and_remove(folder: Path) -> None:
+    logs = folder.parent / "chaos-logs"
+    logs.mkdir(exist_ok=True)
+    pg = (folder / "pg").resolve()  # somewhere in /var/tmp if gfg could not enter folder
+    for log in (folder / "kafka" / "kafka.log", pg / "postgres.log"):
+        if log.exists():
+            shutil.copyfile(log, logs / f"private-{log.name}")
+    if pg != folder / "pg":
+        shutil.rmtree(pg, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def listener_pid(port: int) -> int:
+    """The id of the process listening on ``port`` on this host, read from /proc."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    assert inodes, f"nothing listens on port {port}"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(proc.name)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    raise AssertionError(f"no readable process holds the listener on port {port}")
+
+
+async def server_identity(settings: CommonSettings) -> tuple[int, int, str]:
+    """(broker pid, postmaster pid, postmaster start time): all change on a restart."""
+    conn = await asyncpg.connect(settings.dsn("postgres"))
+    try:
+        started = str(await conn.fetchval("SELECT pg_postmaster_start_time()"))
+    finally:
+        await conn.close()
+    broker_port = int(settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+    return listener_pid(broker_port), listener_pid(settings.pg_port), started
 
 
 @pytest.mark.slow
 async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
-    common_settings: CommonSettings,
+    common_settings: CommonSettings, private_servers: PrivateServers
 ) -> None:
-    ports = {name: free_port() for name in ("orders", "donations", "charities")}
+    servers = private_servers
+    shared_before = await server_identity(common_settings)
+    private_before = await server_identity(servers.settings)
+    assert not set(private_before[:2]) & set(shared_before[:2])
+
+    ports = {name: free_port() for name in SERVICES}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    env = dict(os.environ, GFG_CHARITIES_URL=urls["charities"])
+    env = dict(servers.env, GFG_CHARITIES_URL=urls["charities"])
     log_dir = ROOT / "test-artifacts" / "chaos-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: dict[str, subprocess.Popen[bytes]] = {
@@ -52,49 +180,52 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
 
     async def inject() -> None:
         await asyncio.sleep(4)
-        for name in ("orders", "donations", "charities"):
+        for name in SERVICES:
             await restart(name)
             await asyncio.sleep(4)
-        await run_script("deploy/kafka/kafka.sh", "stop")
+        await servers.kafka("stop")
         await asyncio.sleep(2)
-        await run_script("deploy/kafka/kafka.sh", "start")
+        await servers.kafka("start")
         faults.append("restart kafka")
         await asyncio.sleep(4)
-        await run_script("deploy/postgres/pg.sh", "stop")
+        await servers.postgres("stop")
         await asyncio.sleep(2)
-        await run_script("deploy/postgres/pg.sh", "start")
+        await servers.postgres("start")
         faults.append("restart postgres")
 
     try:
-        for name, process in processes.items():
-            await wait_ready(urls[name], process, name)
-        args = simulate.parse_args(
-            [
-                "--orders", str(ORDERS), "--rate", str(RATE), "--sellers", "30",
-                "--concurrency", "8", "--quiet", "--drain-timeout", "180",
-                "--orders-url", urls["orders"], "--donations-url", urls["donations"],
-                "--charities-url", urls["charities"],
-            ]
-        )  # fmt: skip
-        sim = simulate.Simulation(args, os.environ["GFG_JWT_SECRET"])
-        started = time.monotonic()
-        try:
-            await sim.setup()
-            injector = asyncio.create_task(inject())
-            await sim.stream()
-            await injector
-            totals_ok = await sim.verify()
-        finally:
-            await sim.client.aclose()
+        async with asyncio.timeout(TEST_SECONDS):
+            for name, process in processes.items():
+                await wait_ready(urls[name], process, name)
+            args = simulate.parse_args(
+                [
+                    "--orders", str(ORDERS), "--rate", str(RATE), "--sellers", "30",
+                    "--concurrency", "8", "--quiet", "--drain-timeout", "180",
+                    "--orders-url", urls["orders"], "--donations-url", urls["donations"],
+                    "--charities-url", urls["charities"],
+                ]
+            )  # fmt: skip
+            sim = simulate.Simulation(args, os.environ["GFG_JWT_SECRET"])
+            started = time.monotonic()
+            try:
+                await sim.setup()
+                injector = asyncio.create_task(inject())
+                await sim.stream()
+                await injector
+                totals_ok = await sim.verify()
+            finally:
+                await sim.client.aclose()
 
-        dbs = {s: os.environ[f"GFG_{s.upper()}_DB"] for s in ("orders", "donations", "charities")}
-        prefix = f"sim-{sim.run_id}-"
-        deadline = time.monotonic() + 120
-        while True:
-            result = await reconcile.reconcile(common_settings, dbs, prefix)
-            if not result.differences or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1)
+            dbs = {s: os.environ[f"GFG_{s.upper()}_DB"] for s in SERVICES}
+            prefix = f"sim-{sim.run_id}-"
+            deadline = time.monotonic() + 120
+            while True:
+                result = await reconcile.reconcile(servers.settings, dbs, prefix)
+                if not result.differences or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1)
+            private_after = await server_identity(servers.settings)
+            shared_after = await server_identity(common_settings)
         report(
             f"chaos: {sim.counts['orders']} orders, {len(faults)} faults ({', '.join(faults)}),"
             f" {result.ledger_entries} ledger entries, {len(result.differences)} differences,"
@@ -110,6 +241,9 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
         assert totals_ok, "charities totals differ from the simulator's independent totals"
         assert result.differences == [], result.differences[:20]
         assert result.orders > ORDERS // 2
+        # The faults hit the private servers (each restarted) and never the shared ones.
+        assert all(a != b for a, b in zip(private_before, private_after, strict=True))
+        assert shared_after == shared_before, "the shared Kafka or PostgreSQL was restarted"
     finally:
         for process in processes.values():
             process.terminate()
@@ -118,6 +252,4 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
                 await asyncio.to_thread(process.wait, 15)
             except subprocess.TimeoutExpired:
                 process.kill()
-        # whatever happened above, leave the servers running for the rest of the suite
-        await run_script("deploy/kafka/kafka.sh", "start")
-        await run_script("deploy/postgres/pg.sh", "start")
+                await asyncio.to_thread(process.wait)

@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from services.charities.app import create_app
 from services.charities.config import Settings
 from shared.events import TOPIC_LEDGER
-from shared.kafka import make_producer
+from shared.kafka import Producer, make_producer
 from tests.conftest import bearer
 
 
@@ -44,7 +43,7 @@ def admin() -> dict[str, str]:
 @pytest.fixture(scope="package")
 async def ledger_producer(
     charities_settings: Settings, charities_app: FastAPI
-) -> AsyncIterator[AIOKafkaProducer]:
+) -> AsyncIterator[Producer]:
     """Produces onto the test ledger topic (created by the app's start)."""
     producer = make_producer(charities_settings.kafka_bootstrap)
     await producer.start()

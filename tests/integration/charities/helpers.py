@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from shared.events import DonationRecorded, LedgerEntry, encode
+from shared.kafka import Producer
 from tests.conftest import bearer, unique
 
 
@@ -39,7 +39,7 @@ def ledger_entry(
     )
 
 
-async def produce(producer: AIOKafkaProducer, topic: str, events: list[DonationRecorded]) -> None:
+async def produce(producer: Producer, topic: str, events: list[DonationRecorded]) -> None:
     futures = [await producer.send(topic, encode(e), key=e.entry.order_id.encode()) for e in events]
     await asyncio.gather(*futures)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -17,6 +16,7 @@ from selenium.webdriver.common.by import By
 
 from services.charities.app import create_app
 from services.charities.config import Settings
+from shared.kafka import Producer
 from tests.integration.charities.helpers import ledger_entry, new_project, produce
 from tests.support import eventually, serve
 
@@ -72,7 +72,7 @@ def _cells(driver: webdriver.Chrome, project_id: str) -> dict[str, str] | None:
 
 async def test_new_donation_appears_without_reload(
     client: httpx.AsyncClient,
-    ledger_producer: AIOKafkaProducer,
+    ledger_producer: Producer,
     ledger_topic: str,
     charities_settings: Settings,
     browser: webdriver.Chrome,

@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.charities.config import Settings
 from services.charities.consumer import EVENTS_SKIPPED
+from shared.kafka import Producer
 from tests.conftest import bearer
 from tests.integration.charities.helpers import ledger_entry, new_project, produce
 from tests.support import eventually
@@ -39,7 +40,7 @@ async def test_project_without_entries_has_zero_totals(client: httpx.AsyncClient
 
 
 async def test_totals_are_the_exact_sum_of_the_ledger(
-    client: httpx.AsyncClient, ledger_producer: AIOKafkaProducer, ledger_topic: str
+    client: httpx.AsyncClient, ledger_producer: Producer, ledger_topic: str
 ) -> None:
     charity_id, project_id = await new_project(client, goal_minor=10_000)
     _, other_project = await new_project(client)
@@ -106,7 +107,7 @@ async def test_totals_are_the_exact_sum_of_the_ledger(
 
 
 async def test_charity_totals_count_a_seller_once_across_projects(
-    client: httpx.AsyncClient, ledger_producer: AIOKafkaProducer, ledger_topic: str
+    client: httpx.AsyncClient, ledger_producer: Producer, ledger_topic: str
 ) -> None:
     charity_id, first = await new_project(client)
     admin = bearer("admin")
@@ -150,7 +151,7 @@ async def test_charity_totals_count_a_seller_once_across_projects(
 
 
 async def test_daily_buckets_split_at_utc_midnight(
-    client: httpx.AsyncClient, ledger_producer: AIOKafkaProducer, ledger_topic: str
+    client: httpx.AsyncClient, ledger_producer: Producer, ledger_topic: str
 ) -> None:
     _, project_id = await new_project(client)
     before = datetime(2031, 3, 9, 23, 59, 59, 999_000, tzinfo=UTC)
@@ -195,7 +196,7 @@ async def test_daily_buckets_split_at_utc_midnight(
 
 
 async def test_etag_gives_304_until_the_total_changes(
-    client: httpx.AsyncClient, ledger_producer: AIOKafkaProducer, ledger_topic: str
+    client: httpx.AsyncClient, ledger_producer: Producer, ledger_topic: str
 ) -> None:
     charity_id, project_id = await new_project(client)
     await produce(ledger_producer, ledger_topic, [ledger_entry(project_id, 3)])
@@ -243,7 +244,7 @@ def _conditional_get(
 
 
 async def test_entries_for_unregistered_projects_are_totalled(
-    client: httpx.AsyncClient, ledger_producer: AIOKafkaProducer, ledger_topic: str
+    client: httpx.AsyncClient, ledger_producer: Producer, ledger_topic: str
 ) -> None:
     project_id = str(uuid.uuid4())
     await produce(ledger_producer, ledger_topic, [ledger_entry(project_id, 9, currency="USD")])
@@ -261,7 +262,7 @@ async def test_entries_for_unregistered_projects_are_totalled(
 
 async def test_poison_goes_to_the_dlq_and_the_rest_is_folded(
     client: httpx.AsyncClient,
-    ledger_producer: AIOKafkaProducer,
+    ledger_producer: Producer,
     ledger_topic: str,
     charities_settings: Settings,
 ) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
 from services.charities.app import create_app as create_charities_app
@@ -18,7 +17,7 @@ from services.donations.config import Settings
 from shared.auth import Role
 from shared.db import connect
 from shared.events import TOPIC_ORDERS, encode
-from shared.kafka import make_producer
+from shared.kafka import Producer, make_producer
 from tests.conftest import bearer, unique
 from tests.support import serve
 
@@ -50,7 +49,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="package")
-async def order_producer(donations: Donations) -> AsyncIterator[AIOKafkaProducer]:
+async def order_producer(donations: Donations) -> AsyncIterator[Producer]:
     producer = make_producer(donations.settings.kafka_bootstrap)
     await producer.start()
     try:
@@ -103,7 +102,7 @@ async def put_rule(
     return rule
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, *events: BaseModel) -> None:
+async def publish(producer: Producer, topic: str, *events: BaseModel) -> None:
     for event in events:
         order_id = getattr(event, "order_id", None) or event.order.order_id  # type: ignore[attr-defined]
         await producer.send_and_wait(topic, encode(event), key=order_id.encode())

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.auth import Role
 from shared.events import (
@@ -18,6 +18,7 @@ from shared.events import (
     OrderRefunded,
     OrderSnapshot,
 )
+from shared.kafka import Producer
 from tests.conftest import bearer, unique
 from tests.integration.donations.conftest import (
     Donations,
@@ -84,7 +85,7 @@ async def wait_net(
 
 
 async def test_fixed_accrual_and_full_refund(
-    http: httpx.AsyncClient, donations: Donations, order_producer: AIOKafkaProducer
+    http: httpx.AsyncClient, donations: Donations, order_producer: Producer
 ) -> None:
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)
@@ -114,7 +115,7 @@ async def test_fixed_accrual_and_full_refund(
 
 
 async def test_percent_accrual_and_partial_refunds(
-    http: httpx.AsyncClient, donations: Donations, order_producer: AIOKafkaProducer
+    http: httpx.AsyncClient, donations: Donations, order_producer: Producer
 ) -> None:
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)
@@ -169,7 +170,7 @@ async def test_percent_accrual_and_partial_refunds(
 
 
 async def test_the_rule_in_effect_when_the_order_was_placed_applies(
-    http: httpx.AsyncClient, donations: Donations, order_producer: AIOKafkaProducer
+    http: httpx.AsyncClient, donations: Donations, order_producer: Producer
 ) -> None:
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)
@@ -194,7 +195,7 @@ async def test_the_rule_in_effect_when_the_order_was_placed_applies(
 
 
 async def test_orders_without_a_donation_record_nothing(
-    http: httpx.AsyncClient, donations: Donations, order_producer: AIOKafkaProducer
+    http: httpx.AsyncClient, donations: Donations, order_producer: Producer
 ) -> None:
     seller, paused_seller = unique("seller"), unique("seller")
     project = await create_project(http, donations.charities_url, "CNY")
@@ -237,7 +238,7 @@ async def test_orders_without_a_donation_record_nothing(
 
 
 async def test_redelivered_events_record_nothing_twice(
-    http: httpx.AsyncClient, donations: Donations, order_producer: AIOKafkaProducer
+    http: httpx.AsyncClient, donations: Donations, order_producer: Producer
 ) -> None:
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)
@@ -256,7 +257,7 @@ async def test_redelivered_events_record_nothing_twice(
 
 
 async def test_a_poison_message_goes_to_the_dlq_and_the_partition_moves_on(
-    http: httpx.AsyncClient, donations: Donations, order_producer: AIOKafkaProducer
+    http: httpx.AsyncClient, donations: Donations, order_producer: Producer
 ) -> None:
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)

@@ -10,12 +10,11 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.orders.app import MIGRATIONS
 from services.orders.config import Settings
 from shared.db import create_pool
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import Producer, ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import BUCKETS, OutboxMessage, OutboxRelay, enqueue
 from tests.conftest import unique
@@ -26,7 +25,7 @@ RELAY_DB = "orders_relay_test"
 
 
 class Bench:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], producer: AIOKafkaProducer):
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], producer: Producer):
         self.settings = settings
         self.dsn = settings.dsn(RELAY_DB)
         self.pool = pool
