@@ -30,7 +30,9 @@ ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 
 DESKTOP = (1280, 900, False)
-PHONE = (390, 844, True)
+TABLET_WIDE = (1024, 768, False)  # the narrowest with the chart beside the summary
+TABLET = (800, 900, False)  # rows as two-column cards
+PHONE = (390, 844, True)  # rows as one-column cards
 
 
 def set_viewport(driver: webdriver.Chrome, width: int, height: int, mobile: bool) -> None:
@@ -282,7 +284,12 @@ async def test_layout_from_desktop_to_phone_with_exact_amounts(
         y_labels = ["0.00", "45,035,996,273,704.97", "90,071,992,547,409.95"]
 
         ARTIFACTS.mkdir(exist_ok=True)
-        for name, viewport in (("1280", DESKTOP), ("phone", PHONE)):
+        for name, viewport in (
+            ("1280", DESKTOP),
+            ("1024", TABLET_WIDE),
+            ("800", TABLET),
+            ("phone", PHONE),
+        ):
             await asyncio.to_thread(set_viewport, browser, *viewport)
 
             async def drawn() -> bool:
