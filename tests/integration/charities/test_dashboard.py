@@ -189,6 +189,21 @@ return {
 };
 """
 
+# The page's own parser and formatter on amounts no double holds, signs and exponents.
+_FORMATS = """
+const done = arguments[arguments.length - 1];
+const {formatMinor, readJson} = window.gfgDashboard;
+const body = '{"net_minor": 12345678901234567891, "donation_count": 18446744073709551617}';
+readJson(new Response(body)).then((parsed) => done([
+  formatMinor(parsed.net_minor, "CNY"),
+  String(parsed.donation_count),
+  formatMinor(-5n, "CNY"),
+  formatMinor(1234n, "JPY"),
+  formatMinor(1234n, "KWD"),
+  formatMinor(0n, "CNY"),
+]));
+"""
+
 _CHART_DRAWN_AT_WIDTH = """
 const box = document.getElementById("chart");
 const svg = box.querySelector("svg");
@@ -307,4 +322,13 @@ async def test_layout_from_desktop_to_phone_with_exact_amounts(
         )
         shot = str(ARTIFACTS / "dashboard-phone-chart.png")
         assert await asyncio.to_thread(browser.save_screenshot, shot)
+        formatted = await asyncio.to_thread(browser.execute_async_script, _FORMATS)
+        assert formatted == [
+            "123,456,789,012,345,678.91 CNY",
+            "18446744073709551617",
+            "-0.05 CNY",
+            "1,234 JPY",
+            "1.234 KWD",
+            "0.00 CNY",
+        ]
     assert_no_console_errors(browser)
