@@ -18,6 +18,7 @@ from shared.kafka import Producer, ensure_topics, kafka_reachable, make_producer
 from shared.migrations import migrate
 from shared.observability import get_logger, health_router, setup_logging
 from shared.problems import BodySizeLimit, install_problem_handlers
+from shared.security_headers import SecurityHeaders
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -56,6 +57,7 @@ def build_app(
     app.state.readiness = {}
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(SecurityHeaders)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
@@ -55,5 +56,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
         routers=[router, pages],
     )
     app.mount("/static", static_files(), name="static")
-    app.add_middleware(TotalsFastPath)
+    # Innermost (just before routing) rather than outermost: its cached answers still pass
+    # through build_app's middleware (security headers, body limit).
+    app.user_middleware.append(Middleware(TotalsFastPath))
     return app

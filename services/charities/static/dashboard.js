@@ -1,5 +1,7 @@
 // Live dashboard: polls GET /v1/totals every second with If-None-Match (a 304 costs the
 // service almost nothing) and updates the page in place; no framework, no build step.
+// Amounts and counts are BigInt from parse to display: JSON numbers above 2^53 would lose
+// digits as doubles, so the JSON is parsed with a reviver that reads each one's source text.
 "use strict";
 
 const POLL_MS = 1000;
@@ -7,17 +9,45 @@ const DAYS = 30;
 // ISO 4217 minor-unit exponents that differ from 2 (shared/money.py).
 const EXPONENT = { JPY: 0, KRW: 0, VND: 0, KWD: 3, BHD: 3, OMR: 3, JOD: 3, TND: 3 };
 
-const state = { etag: null, items: [], selected: null, daily: { key: null, etag: null } };
+const state = {
+  etag: null, items: [], selected: null, daily: { key: null, etag: null }, chart: null,
+};
 const $ = (id) => document.getElementById(id);
 
-function formatMinor(amount, currency) {
+// `*_minor` amounts and `*_count` counters become BigInt, exact whatever their size.
+function exactInteger(key, value, context) {
+  if (typeof value !== "number" || !(key.endsWith("_minor") || key.endsWith("_count"))) {
+    return value;
+  }
+  // context.source is the number's JSON text (JSON.parse source text access).
+  return BigInt(context?.source ?? value);
+}
+
+async function readJson(response) {
+  return JSON.parse(await response.text(), exactInteger);
+}
+
+// "1,234.56" for 123456n in a 2-decimal currency; no float anywhere.
+function formatAmount(amount, currency) {
   const exponent = EXPONENT[currency] ?? 2;
-  const sign = amount < 0 ? "-" : "";
-  const digits = String(Math.abs(amount)).padStart(exponent + 1, "0");
-  const units = digits.slice(0, digits.length - exponent) || "0";
+  const value = BigInt(amount);
+  const sign = value < 0n ? "-" : "";
+  const digits = (value < 0n ? -value : value).toString().padStart(exponent + 1, "0");
+  const units = digits.slice(0, digits.length - exponent);
   const grouped = units.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   const minor = exponent ? "." + digits.slice(digits.length - exponent) : "";
-  return `${sign}${grouped}${minor} ${currency}`;
+  return `${sign}${grouped}${minor}`;
+}
+
+function formatMinor(amount, currency) {
+  return `${formatAmount(amount, currency)} ${currency}`;
+}
+
+// Share of the goal in tenths of a percent, rounded half up and clamped to 0..1000.
+function goalTenths(net, goal) {
+  if (net <= 0n) return 0n;
+  const tenths = (net * 2000n / goal + 1n) / 2n;
+  return tenths > 1000n ? 1000n : tenths;
 }
 
 function keyOf(item) {
@@ -44,14 +74,20 @@ function newRow(item) {
   row.dataset.projectId = item.project_id;
   row.dataset.key = keyOf(item);
   const bar = el("div", { className: "bar" }, [el("div", { className: "fill" })]);
+  const cell = (className, label, children = []) => {
+    const td = el("td", { className }, children);
+    td.dataset.label = label; // the column's name where the table stacks (phones)
+    return td;
+  };
   row.append(
-    el("td", { className: "charity" }),
-    el("td", { className: "project" }),
-    el("td", { className: "num net" }),
-    el("td", { className: "goal" }, [bar, el("div", { className: "bar-label" })]),
-    el("td", { className: "num donations" }),
-    el("td", { className: "num sellers" }),
-    el("td", { className: "state" }, [el("span", { className: "badge" })]),
+    cell("charity", "Charity"),
+    cell("project", "Project"),
+    cell("num net", "Net raised"),
+    cell("goal", "Goal", [el("div", { className: "goal-box" },
+                             [bar, el("div", { className: "bar-label" })])]),
+    cell("num donations", "Donations"),
+    cell("num sellers", "Sellers"),
+    cell("state", "Status", [el("span", { className: "badge" })]),
   );
   row.addEventListener("click", () => select(item.project_id));
   return row;
@@ -68,9 +104,10 @@ function updateRow(row, item) {
   const fill = q(".fill");
   const label = q(".bar-label");
   if (item.goal_minor) {
-    const pct = Math.max(0, Math.min(100, (item.net_minor / item.goal_minor) * 100));
-    fill.style.width = `${pct.toFixed(1)}%`;
-    setText(label, `${pct.toFixed(1)}% of ${formatMinor(item.goal_minor, item.currency)}`);
+    const tenths = goalTenths(item.net_minor, item.goal_minor);
+    const pct = `${tenths / 10n}.${tenths % 10n}%`;
+    fill.style.width = pct;
+    setText(label, `${pct} of ${formatMinor(item.goal_minor, item.currency)}`);
   } else {
     fill.style.width = "0%";
     setText(label, "no goal set");
@@ -107,9 +144,9 @@ function render(items, firstRender) {
 
 function renderSummary(items) {
   const byCurrency = new Map();
-  let donations = 0;
+  let donations = 0n;
   for (const item of items) {
-    byCurrency.set(item.currency, (byCurrency.get(item.currency) ?? 0) + item.net_minor);
+    byCurrency.set(item.currency, (byCurrency.get(item.currency) ?? 0n) + item.net_minor);
     donations += item.donation_count;
   }
   const cards = [
@@ -138,7 +175,7 @@ async function poll() {
     const headers = state.etag ? { "If-None-Match": state.etag } : {};
     const response = await fetch("/v1/totals", { cache: "no-store", headers });
     if (response.status === 200) {
-      const body = await response.json();
+      const body = await readJson(response);
       const first = state.etag === null;
       state.etag = response.headers.get("ETag");
       state.items = body.items;
@@ -188,61 +225,102 @@ async function refreshChart(force) {
   const response = await fetch(url, { cache: "no-store", headers });
   if (response.status !== 200) return;
   state.daily.etag = response.headers.get("ETag");
-  const days = await response.json();
+  const days = await readJson(response);
   $("chart-panel").hidden = false;
   setText($("chart-title"), `Daily donations: ${item.name ?? item.project_id}`);
   drawChart(days, from, item.currency);
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+let drawnWidth = 0;
+
 function drawChart(days, from, currency) {
+  state.chart = { days, from, currency };
   const byDay = new Map(days.map((d) => [d.date, d]));
   const series = [];
   for (let n = 0; n < DAYS; n++) {
     const date = isoDay(new Date(from.getTime() + n * 86400000));
-    const day = byDay.get(date) ?? { donated_minor: 0, reversed_minor: 0, donation_count: 0 };
+    const day = byDay.get(date) ?? { donated_minor: 0n, reversed_minor: 0n, donation_count: 0n };
     series.push({ date, ...day });
   }
-  const width = 600, height = 260, left = 84, bottom = 24, top = 10;
-  const max = Math.max(1, ...series.map((d) => Math.max(d.donated_minor, d.reversed_minor)));
-  const slot = (width - left) / series.length;
-  const y = (v) => top + (height - top - bottom) * (1 - v / max);
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
+  // Drawn at the box's own pixel width (1 SVG unit = 1 CSS px), so labels keep their
+  // size on a phone instead of shrinking with a fixed viewBox; redrawn on resize.
+  const box = $("chart");
+  drawnWidth = Math.floor(box.clientWidth);
+  const width = Math.max(240, Math.floor(box.clientWidth) || 600);
+  const height = width < 480 ? 200 : 240;
+  const top = 24, bottom = 22, right = 4;
+  let max = 1n;
+  for (const d of series) {
+    if (d.donated_minor > max) max = d.donated_minor;
+    if (d.reversed_minor > max) max = d.reversed_minor;
+  }
+  const svg = document.createElementNS(SVG_NS, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
   const add = (tag, attrs, text) => {
-    const node = document.createElementNS(ns, tag);
+    const node = document.createElementNS(SVG_NS, tag);
     for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
     if (text !== undefined) node.textContent = text;
     svg.append(node);
     return node;
   };
-  for (const fraction of [0, 0.5, 1]) {
-    const v = Math.round(max * fraction);
-    add("line", { x1: left, x2: width, y1: y(v), y2: y(v), stroke: "#e3e6eb" });
-    add("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11,
-                  fill: "#6b7385" }, formatMinor(v, currency));
-  }
+  box.replaceChildren(svg);
+  // Y labels without the currency (it is the axis title); the plot starts right of the
+  // widest one, measured as rendered.
+  const ticks = [0n, max / 2n, max];
+  const labels = ticks.map((v) => add("text", { class: "y-label", "text-anchor": "end",
+    "font-size": 11, fill: "#6b7385" }, formatAmount(v, currency)));
+  const widest = Math.max(...labels.map((label) => label.getComputedTextLength()));
+  const left = Math.ceil(widest) + 10;
+  add("text", { class: "y-title", x: 0, y: 11, "font-size": 11, fill: "#6b7385" }, currency);
+  const plot = height - top - bottom;
+  const y = (v) => top + plot * (1 - Number(v) / Number(max));
+  ticks.forEach((v, i) => {
+    labels[i].setAttribute("x", left - 6);
+    labels[i].setAttribute("y", y(v) + 4);
+    svg.insertBefore(makeLine(left, width - right, y(v)), svg.firstChild);
+  });
+  const slot = (width - left - right) / series.length;
+  const every = slot < 14 ? 10 : 5;
   series.forEach((d, i) => {
     const x = left + i * slot;
-    const w = Math.max(2, slot * 0.42);
+    const w = Math.max(1, slot * 0.42);
     const bar = add("rect", { x: x + slot * 0.08, y: y(d.donated_minor), width: w,
-      height: y(0) - y(d.donated_minor), fill: "#1f8a5b", class: "donated" });
+      height: y(0n) - y(d.donated_minor), fill: "#1f8a5b", class: "donated" });
     bar.dataset.date = d.date;
     bar.dataset.value = d.donated_minor;
-    add("title", {}, `${d.date}: ${formatMinor(d.donated_minor, currency)} donated, ` +
-      `${formatMinor(d.reversed_minor, currency)} reversed, ${d.donation_count} donations`);
-    svg.lastChild.previousSibling.append(svg.lastChild);
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = `${d.date}: ${formatMinor(d.donated_minor, currency)} donated, ` +
+      `${formatMinor(d.reversed_minor, currency)} reversed, ${d.donation_count} donations`;
+    bar.append(title);
     add("rect", { x: x + slot * 0.08 + w, y: y(d.reversed_minor), width: w,
-      height: y(0) - y(d.reversed_minor), fill: "#c2412d", class: "reversed" });
-    if (i % 5 === 0 || i === series.length - 1) {
-      const last = i === series.length - 1;
-      add("text", { x: last ? width : x + slot / 2, y: height - 6,
+      height: y(0n) - y(d.reversed_minor), fill: "#c2412d", class: "reversed" });
+    const last = i === series.length - 1;
+    if (last || (i % every === 0 && i < series.length - every / 2)) {
+      add("text", { class: "x-label", x: last ? width - right : x + slot / 2, y: height - 6,
                     "text-anchor": last ? "end" : "middle", "font-size": 10,
                     fill: "#6b7385" }, d.date.slice(5));
     }
   });
-  $("chart").replaceChildren(svg);
 }
 
-window.gfgDashboard = { state, formatMinor };
+function makeLine(x1, x2, y) {
+  const line = document.createElementNS(SVG_NS, "line");
+  for (const [k, v] of Object.entries({ x1, x2, y1: y, y2: y, stroke: "#e3e6eb" })) {
+    line.setAttribute(k, v);
+  }
+  return line;
+}
+
+new ResizeObserver(() => {
+  const width = Math.floor($("chart").clientWidth);
+  if (state.chart && width && width !== drawnWidth) {
+    drawnWidth = width;
+    drawChart(state.chart.days, state.chart.from, state.chart.currency);
+  }
+}).observe($("chart"));
+
+window.gfgDashboard = { state, formatMinor, readJson };
 poll();
