@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -164,6 +165,12 @@ class VerificationKeys:
     algorithm: str
     keys: Mapping[str | None, str | Ed25519PublicKey] = field(repr=False)
 
+    @cached_property
+    def single(self) -> str | Ed25519PublicKey | None:
+        """The key, when there is only one (then no need to read the token's header)."""
+        distinct = {id(key): key for key in self.keys.values()}
+        return next(iter(distinct.values())) if len(distinct) == 1 else None
+
     @classmethod
     def shared_secret(cls, secret: str) -> VerificationKeys:
         return cls(HS256, {None: secret})
@@ -237,20 +244,15 @@ def _verify(
     token: str, keys: VerificationKeys, policy: TokenPolicy, now: float
 ) -> tuple[Principal, float]:
     """The principal and the token's expiry (epoch seconds), or a 401 in our own words."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError as exc:
-        raise unauthorized("malformed token") from exc
-    if header.get("alg") != keys.algorithm:
-        raise unauthorized(
-            f"token is not signed with {keys.algorithm}, the only algorithm accepted"
-        )
-    kid = header.get("kid")
-    key = keys.keys.get(kid) if isinstance(kid, str) else None
-    if key is None:
-        key = keys.keys.get(None)
-    if key is None:
-        raise unauthorized("token is signed by a key this service does not know")
+    key = keys.single
+    if key is None:  # several keys: the header's kid picks one
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise unauthorized("malformed token") from exc
+        key = keys.keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise unauthorized("token is signed by a key this service does not know")
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -266,6 +268,10 @@ def _verify(
                 "verify_nbf": False,
             },
         )
+    except jwt.InvalidAlgorithmError as exc:  # alg=none and HS256-vs-EdDSA included
+        raise unauthorized(
+            f"token is not signed with {keys.algorithm}, the only algorithm accepted"
+        ) from exc
     except jwt.InvalidSignatureError as exc:
         raise unauthorized("bad token signature") from exc
     except jwt.MissingRequiredClaimError as exc:
