@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ROLE ?= admin
 SELLERS ?=
+CHARITIES ?=
+HOURS ?= 1
 
 .PHONY: help install infra run down test lint fmt token bench simulate reconcile
 
@@ -36,7 +38,7 @@ run: $(STAMP) infra ## start Kafka, PostgreSQL and the three services; print the
 	@echo "  donations  http://127.0.0.1:8002   (API docs: /docs)"
 	@echo "  charities  http://127.0.0.1:8003   (dashboard: /, API docs: /docs)"
 	@echo "  kafka      127.0.0.1:9092    postgres  127.0.0.1:55432 (user gfg)"
-	@echo "Get a token:  make token ROLE=admin | ROLE=seller SELLERS=s1 | ROLE=storefront SELLERS=s1"
+	@echo "Get a token:  make token ROLE=admin | ROLE=seller SELLERS=s1 | ROLE=storefront SELLERS=s1 | ROLE=charity CHARITIES=c1"
 	@echo "Stop it all:  make down"
 
 down: ## stop the services, Kafka and PostgreSQL
@@ -56,8 +58,10 @@ fmt: $(STAMP) ## format and autofix
 test: install lint ## lint, then every test against real PostgreSQL and Kafka
 	@deploy/test.sh
 
-token: $(STAMP) ## print a JWT for the local stack: make token ROLE=seller SELLERS=s1,s2
-	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.token --role "$(ROLE)" --sellers "$(SELLERS)"
+# With GFG_JWT_PRIVATE_KEY_FILE set, tokens are signed with that (issuer-held) Ed25519 key.
+token: $(STAMP) ## print a JWT: make token ROLE=seller SELLERS=s1,s2 | ROLE=charity CHARITIES=c1 [HOURS=1..24]
+	@$(if $(GFG_JWT_PRIVATE_KEY_FILE),,GFG_JWT_SECRET=$$(deploy/services.sh secret)) $(PY) -m tools.token \
+	  --role "$(ROLE)" --sellers "$(SELLERS)" --charities "$(CHARITIES)" --hours "$(HOURS)"
 
 bench: run ## benchmarks (REPEAT=3 for medians); prints `bench <name> <value> <unit>`
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)

@@ -12,8 +12,10 @@ mkdir -p var/log var/run
 
 secret() {
   if [ ! -s var/jwt-secret ]; then
-    "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' > var/jwt-secret
-    chmod 600 var/jwt-secret
+    # umask before the file exists: it is never readable by others, not even briefly.
+    (umask 077 && rm -f var/jwt-secret.tmp &&
+      "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' > var/jwt-secret.tmp &&
+      mv var/jwt-secret.tmp var/jwt-secret)
   fi
   cat var/jwt-secret
 }
@@ -31,8 +33,13 @@ PY
 }
 
 start() {
-  GFG_JWT_SECRET=$(secret)
-  export GFG_JWT_SECRET
+  # With the issuer's public key configured (EdDSA) the services get no secret at all.
+  if [ -z "${GFG_JWT_PUBLIC_KEY_FILE:-}" ] && [ -z "${GFG_JWT_JWKS_FILE:-}" ]; then
+    GFG_JWT_SECRET=$(secret)
+    export GFG_JWT_SECRET
+  else
+    unset GFG_JWT_SECRET
+  fi
   export GFG_CHARITIES_URL=${GFG_CHARITIES_URL:-http://127.0.0.1:8003}
   # charities first: donations asks it about projects.
   for entry in charities:8003 donations:8002 orders:8001; do

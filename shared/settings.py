@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,11 +24,43 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 12
 
-    jwt_secret: SecretStr = Field(min_length=32)
-    jwt_algorithm: str = "HS256"
+    # Token verification: exactly one of the HS256 platform secret (the local default) or the
+    # issuer's Ed25519 public key, as a PEM file or a JWKS file. With a public key the service
+    # accepts only EdDSA tokens and holds nothing that can mint one.
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str = Field(default="gfg-local", min_length=1)
+    jwt_audience: str = Field(default="goods-for-good", min_length=1)
+    jwt_max_lifetime_s: int = Field(default=86_400, gt=0)
+    jwt_iat_leeway_s: int = Field(default=30, ge=0, le=300)
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _one_verification_key(self) -> Self:
+        configured = [
+            name
+            for name, value in (
+                ("GFG_JWT_SECRET", self.jwt_secret),
+                ("GFG_JWT_PUBLIC_KEY_FILE", self.jwt_public_key_file),
+                ("GFG_JWT_JWKS_FILE", self.jwt_jwks_file),
+            )
+            if value is not None
+        ]
+        if len(configured) != 1:
+            raise ValueError(
+                "set exactly one of GFG_JWT_SECRET (HS256), GFG_JWT_PUBLIC_KEY_FILE or "
+                f"GFG_JWT_JWKS_FILE (EdDSA); set: {', '.join(configured) or 'none'}"
+            )
+        return self
+
+    def hs256_secret(self) -> str:
+        """The platform secret, for local tools that mint HS256 tokens."""
+        if self.jwt_secret is None:
+            raise ValueError("GFG_JWT_SECRET is not set (this deployment verifies EdDSA tokens)")
+        return self.jwt_secret.get_secret_value()
 
     def dsn(self, database: str) -> str:
         password = self.pg_password.get_secret_value()

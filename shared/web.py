@@ -53,7 +53,7 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.auth = Authenticator(settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
+    app.state.auth = Authenticator.from_settings(settings)
     app.state.readiness = {}
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit)

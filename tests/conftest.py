@@ -18,6 +18,8 @@ os.environ.setdefault("GFG_LOG_JSON", "false")
 os.environ.setdefault("GFG_LOG_LEVEL", "WARNING")
 
 import uuid  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+from functools import cache  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -30,10 +32,23 @@ def common_settings() -> CommonSettings:
     return CommonSettings()
 
 
-def bearer(role: Role | str, *sellers: str) -> dict[str, str]:
-    """Authorization header for a token of ``role`` acting for ``sellers``."""
-    secret = os.environ["GFG_JWT_SECRET"]
-    return {"Authorization": f"Bearer {issue_token(secret, role, sellers)}"}
+@cache
+def _token_settings() -> CommonSettings:
+    return CommonSettings()
+
+
+def bearer(role: Role | str, *sellers: str, charities: Iterable[str] = ()) -> dict[str, str]:
+    """Authorization header for a token of ``role`` acting for ``sellers`` (or ``charities``)."""
+    settings = _token_settings()
+    token = issue_token(
+        settings.hs256_secret(),
+        role,
+        sellers,
+        charities=charities,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unique(prefix: str) -> str:

@@ -248,7 +248,7 @@ async def bench_http(settings: Settings) -> list[Figure]:
         **os.environ,
         "GFG_CHARITIES_DB": DATABASE,
         "GFG_TOPIC_PREFIX": "bench.",
-        "GFG_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "GFG_JWT_SECRET": settings.hs256_secret(),
         "GFG_CHARITIES_CONSUME_LEDGER": "false",
         "GFG_LOG_LEVEL": "WARNING",
     }

@@ -297,7 +297,7 @@ async def run() -> list[Figure]:
     os.environ["GFG_TOPIC_PREFIX"] = TOPIC_PREFIX
     settings = Settings(orders_db=DATABASE)
     dsn = await _prepare_database(settings)
-    secret = settings.jwt_secret.get_secret_value()
+    secret = settings.hs256_secret()
     token = issue_token(secret, Role.STOREFRONT, SELLERS)
     headers = {"Authorization": f"Bearer {token}"}
     port = free_port()
