@@ -112,7 +112,7 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
             o["total_minor"],
             o["placed_at"],
             completed=True,
-            refunded_minor=o["refunded_minor"],
+            refunded_totals=[o["refunded_minor"]] if o["refunded_minor"] else [],
         )
         rule = rule_at(history[o["seller_id"]], o["placed_at"])
         want = 0
