@@ -64,6 +64,7 @@ class Tally:
 
     net: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     donations: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    capped: int = 0  # orders whose accrual the order's total capped
 
 
 def rule_at(history: Sequence[RuleVersion], placed_at: datetime) -> RuleVersion | None:
@@ -337,8 +338,11 @@ class Simulation:
             if plan.currency != self.projects[rule.project_id]:
                 continue
             tally.net[rule.project_id] += expected_net(plan, rule, self.projects[rule.project_id])
-            if donation_for(rule, plan.total_minor) > 0:
+            accrual = donation_for(rule, plan.total_minor)
+            if accrual > 0:
                 tally.donations[rule.project_id] += 1
+            if accrual < rule_amount(rule, plan.total_minor):
+                tally.capped += 1
         return tally
 
     async def reported(self) -> dict[str, dict[str, Any]]:
@@ -370,6 +374,7 @@ class Simulation:
         total_expected = sum(expected.net.values())
         total_reported = sum(r["net_minor"] for r in reported.values())
         print(f"{'all projects':38} {total_expected:>12} {total_reported:>12}")
+        print(f"accruals capped at the order total: {expected.capped}")
         print("counts: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())))
         if diffs:
             print(f"MISMATCH in {len(diffs)} project(s)")
