@@ -3,9 +3,10 @@
 Creates charities and projects, gives sellers a mix of fixed and percent rules (some change
 their rule or pause mid-run), streams orders (completed, placed-then-completed, cancelled,
 fully and partly refunded, currency mismatches, duplicate retries, and a share of 1-10 fen
-orders, below many fixed rules, so the cap at the order total is exercised) at a rate or as
-fast as possible, and finally compares the project totals the charities service reports with the
-totals computed here, independently, from what was posted. Exit status 1 on any difference.
+orders, below many fixed rules, so the cap at the order total is exercised) at a rate or
+as fast as possible, and finally compares the project totals the charities service reports
+with the totals computed here, independently, from what was posted. Exit status 1 on any
+difference.
 """
 
 from __future__ import annotations
