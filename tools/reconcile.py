@@ -1,8 +1,10 @@
 """``make reconcile``: proves the three databases agree, and names every difference.
 
 1. orders → ledger: every completed or refunded order whose seller had an active rule at
-   ``placed_at`` has the net donation the rule gives (computed here, independently of the
-   donations service's code), in the rule's project; no other order has ledger entries.
+   ``placed_at`` has the net donation the rule gives (``tools.simulate.expected_net``:
+   computed from the contract, independently of the donations service's code, with the
+   accrual capped at the order's total), in the rule's project; no other order has ledger
+   entries.
 2. ledger → totals: every project's charities totals (donated, reversed, net, donation
    and seller counts) equal the sums of its ledger entries.
 
@@ -112,7 +114,9 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
             o["total_minor"],
             o["placed_at"],
             completed=True,
-            refunded_minor=o["refunded_minor"],
+            # Only the refunded total is stored; it is enough: each refund's target is at
+            # most the one before, so the net after all of them is that of the last one.
+            refunded_totals=[o["refunded_minor"]] if o["refunded_minor"] else [],
         )
         rule = rule_at(history[o["seller_id"]], o["placed_at"])
         want = 0

@@ -2,21 +2,25 @@
 
 Creates charities and projects, gives sellers a mix of fixed and percent rules (some change
 their rule or pause mid-run), streams orders (completed, placed-then-completed, cancelled,
-fully and partly refunded, currency mismatches, duplicate retries) at a rate or as fast as
-possible, and finally compares the project totals the charities service reports with the
-totals computed here, independently, from what was posted. Exit status 1 on any difference.
+fully and partly refunded, currency mismatches, duplicate retries, and a share of 1-10 fen
+orders, below many fixed rules, so the cap at the order total is exercised) at a rate or
+as fast as possible, and finally compares the project totals the charities service reports
+with the totals computed here, independently, from what was posted. Exit status 1 on any
+difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -48,7 +52,11 @@ class OrderPlan:
     total_minor: int
     placed_at: datetime
     completed: bool = False
-    refunded_minor: int = 0
+    refunded_totals: list[int] = field(default_factory=list)  # cumulative, one per refund
+
+    @property
+    def refunded_minor(self) -> int:
+        return self.refunded_totals[-1] if self.refunded_totals else 0
 
 
 @dataclass
@@ -57,35 +65,76 @@ class Tally:
 
     net: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     donations: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    capped: int = 0  # orders whose accrual the order's total capped
 
 
-def rule_at(history: list[RuleVersion], placed_at: datetime) -> RuleVersion | None:
-    applicable = [r for r in history if r.effective_from <= placed_at]
-    return max(applicable, key=lambda r: r.effective_from) if applicable else None
+def rule_at(history: Sequence[RuleVersion], placed_at: datetime) -> RuleVersion | None:
+    """The version in effect at ``placed_at``; ``history`` is oldest version first, and of
+    two versions with the same ``effective_from`` the later one replaced the earlier."""
+    in_effect = None
+    for rule in history:
+        if rule.effective_from <= placed_at and (
+            in_effect is None or rule.effective_from >= in_effect.effective_from
+        ):
+            in_effect = rule
+    return in_effect
 
 
-def donation_for(rule: RuleVersion, base_minor: int) -> int:
-    """Independent of the service's code: exact Fraction, then half up, then clamp."""
+def rule_amount(rule: RuleVersion, base_minor: int) -> int:
+    """The rule applied to ``base_minor``, before any cap at an order total.
+
+    ``fixed``: ``amount_minor``. ``percent``: ``basis_points`` of the base as an exact
+    ``Fraction``, rounded half up to the minor unit, then clamped to ``[min_minor,
+    max_minor]`` where given. Written from the contract, not from the service's code.
+    """
     if rule.mode == "fixed":
         return rule.amount_minor
     exact = Fraction(base_minor * rule.basis_points, 10_000)
-    amount = int(exact) + (1 if exact - int(exact) >= Fraction(1, 2) else 0)
+    amount = math.floor(exact + Fraction(1, 2))
     if rule.min_minor is not None:
         amount = max(amount, rule.min_minor)
     if rule.max_minor is not None:
         amount = min(amount, rule.max_minor)
-    return max(0, min(amount, base_minor))
+    return amount
+
+
+def donation_for(rule: RuleVersion, total_minor: int) -> int:
+    """The accrual of a completed order: the rule's amount capped at the order's total.
+
+    The cap applies here, when the accrual is made (a fixed 31 on an order of 4 gives 4).
+    """
+    return max(0, min(rule_amount(rule, total_minor), total_minor))
+
+
+def net_after_refunds(rule: RuleVersion, total_minor: int, refunded_totals: Sequence[int]) -> int:
+    """An order's net donation after its accrual and then each refund, in order.
+
+    ``refunded_totals`` are the order's cumulative refunded totals, one per refund. A
+    ``percent`` rule's net becomes the rule applied to ``total_minor - refunded_total``,
+    with no second cap at that remainder; the difference is one reversal, which is never
+    negative (a refund never adds to a donation). A ``fixed`` rule reverses the whole
+    accrual on a full refund and nothing otherwise. The net never goes below 0.
+    """
+    net = donation_for(rule, total_minor)
+    for refunded_total in refunded_totals:
+        if net <= 0:
+            break
+        if rule.mode == "fixed":
+            target = 0 if refunded_total >= total_minor else net
+        else:
+            target = rule_amount(rule, max(0, total_minor - refunded_total))
+        net -= max(0, net - max(0, target))
+    return net
 
 
 def expected_net(order: OrderPlan, rule: RuleVersion | None, project_currency: str) -> int:
+    """The net donation the contract gives ``order`` under ``rule`` (the version in effect at
+    ``placed_at``): nothing without a rule, for an inactive one, or in another currency."""
     if not order.completed or rule is None or not rule.active:
         return 0
     if order.currency != project_currency:
         return 0
-    if rule.mode == "fixed":
-        accrued = donation_for(rule, order.total_minor)
-        return 0 if order.refunded_minor >= order.total_minor else accrued
-    return donation_for(rule, order.total_minor - order.refunded_minor)
+    return net_after_refunds(rule, order.total_minor, order.refunded_totals)
 
 
 class Simulation:
@@ -197,7 +246,11 @@ class Simulation:
         seller = rng.choice(self.sellers)
         headers = self._auth(Role.STOREFRONT, [seller])
         order_id = f"sim-{self.run_id}-{n}"
-        quantity, price = rng.randint(1, 5), rng.randint(1, 50_000)
+        if rng.random() < a.small_order_share:  # 1-10 fen: fixed rules above the total occur
+            quantity, price = 1, rng.randint(1, 10)
+            self.counts["small_orders"] += 1
+        else:
+            quantity, price = rng.randint(1, 5), rng.randint(1, 50_000)
         currency = "USD" if rng.random() < 0.02 else "CNY"
         plan = OrderPlan(order_id, seller, currency, quantity * price, datetime.now(UTC))
         body: dict[str, Any] = {
@@ -232,7 +285,7 @@ class Simulation:
             refund = {"refund_id": f"{order_id}-r1", "amount_minor": amount}
             url = f"{orders_url}/{order_id}/refunds"
             await self._ok("POST", url, (200, 201), json=refund, headers=headers)
-            plan.refunded_minor += amount
+            plan.refunded_totals.append(plan.refunded_minor + amount)
             self.counts["refunds_full" if full else "refunds_partial"] += 1
             if rng.random() < 0.3:
                 await self._ok("POST", url, (200,), json=refund, headers=headers)
@@ -286,8 +339,11 @@ class Simulation:
             if plan.currency != self.projects[rule.project_id]:
                 continue
             tally.net[rule.project_id] += expected_net(plan, rule, self.projects[rule.project_id])
-            if donation_for(rule, plan.total_minor) > 0:
+            accrual = donation_for(rule, plan.total_minor)
+            if accrual > 0:
                 tally.donations[rule.project_id] += 1
+            if accrual < rule_amount(rule, plan.total_minor):
+                tally.capped += 1
         return tally
 
     async def reported(self) -> dict[str, dict[str, Any]]:
@@ -319,6 +375,7 @@ class Simulation:
         total_expected = sum(expected.net.values())
         total_reported = sum(r["net_minor"] for r in reported.values())
         print(f"{'all projects':38} {total_expected:>12} {total_reported:>12}")
+        print(f"accruals capped at the order total: {expected.capped}")
         print("counts: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())))
         if diffs:
             print(f"MISMATCH in {len(diffs)} project(s)")
@@ -350,6 +407,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sellers", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--small-order-share", type=float, default=0.1, help="share of orders of 1-10 fen"
+    )
     parser.add_argument("--drain-timeout", type=float, default=120)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--orders-url", default="http://127.0.0.1:8001")

@@ -72,3 +72,70 @@ async def test_reconcile_names_a_missing_donation_and_a_total_that_lags(
     finally:
         await orders.close()
         await donations.close()
+
+
+async def test_reconcile_holds_a_fixed_rule_above_the_order_total_to_the_total(
+    common_settings: CommonSettings,
+) -> None:
+    """Issue 9: fixed 31 on an order of 4 fen donates 4; a ledger of 4 is clean, 31 is not."""
+    for service, db in DBS.items():
+        await migrate(common_settings.dsn(db), ROOT / "services" / service / "migrations")
+
+    prefix = unique("recon") + "-"
+    seller = prefix + "s1"
+    project_id = uuid.uuid4()
+    placed = datetime.now(UTC) - timedelta(minutes=5)
+    orders = await connect(common_settings.dsn(DBS["orders"]))
+    donations = await connect(common_settings.dsn(DBS["donations"]))
+    charities = await connect(common_settings.dsn(DBS["charities"]))
+    try:
+        await donations.execute(
+            """INSERT INTO donation_rule (seller_id, version, project_id, mode, amount_minor,
+                 currency, active, effective_from)
+               VALUES ($1, 1, $2, 'fixed', 31, 'CNY', true, $3)""",
+            seller,
+            project_id,
+            placed - timedelta(minutes=1),
+        )
+        await orders.execute(
+            """INSERT INTO sales_order (order_id, seller_id, currency, total_minor, items,
+                 placed_at, status, completed_at, request_hash)
+               VALUES ($1, $2, 'CNY', 4, '[]'::jsonb, $3, 'completed', $3, '\\x00')""",
+            prefix + "o1",
+            seller,
+            placed,
+        )
+        accrual = uuid.uuid4()
+        await donations.execute(
+            """INSERT INTO ledger_entry (entry_id, order_id, event_key, seller_id, project_id,
+                 kind, amount_minor, currency, rule_version, event_id, recorded_at)
+               VALUES ($1, $2, 'accrual', $3, $4, 'accrual', 4, 'CNY', 1, $5, now())""",
+            accrual,
+            prefix + "o1",
+            seller,
+            project_id,
+            uuid.uuid4(),
+        )
+        await charities.execute(
+            """INSERT INTO project_total (project_id, currency, donated_minor, reversed_minor,
+                 donation_count, seller_count)
+               VALUES ($1, 'CNY', 4, 0, 1, 1)""",
+            project_id,
+        )
+        clean = await reconcile(common_settings, DBS, prefix)
+        assert clean.differences == []
+
+        await donations.execute(
+            "UPDATE ledger_entry SET amount_minor = 31 WHERE entry_id = $1", accrual
+        )
+        await charities.execute(
+            "UPDATE project_total SET donated_minor = 31 WHERE project_id = $1", project_id
+        )
+        uncapped = await reconcile(common_settings, DBS, prefix)
+        assert uncapped.differences == [
+            f"order {prefix}o1: expected net donation 4, ledger has 31",
+        ]
+    finally:
+        await orders.close()
+        await donations.close()
+        await charities.close()
