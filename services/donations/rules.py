@@ -86,12 +86,22 @@ def apply_rule(rule: RuleVersion, base_minor: int) -> int:
     if rule.mode == "fixed":
         amount = rule.amount_minor or 0
     else:
-        amount = apply_basis_points(base_minor, rule.basis_points or 0)
-        if rule.min_minor is not None:
-            amount = max(amount, rule.min_minor)
-        if rule.max_minor is not None:
-            amount = min(amount, rule.max_minor)
+        amount = percent_amount(rule, base_minor)
     return max(0, min(amount, base_minor))
+
+
+def percent_amount(rule: RuleVersion, base_minor: int) -> int:
+    """A percent rule on ``base_minor``: basis points half up, then its ``[min, max]`` clamp.
+
+    No cap at the base: after a refund the net becomes this of what is left, and the
+    contract's cap at the order total applies once, at the accrual (``apply_rule``).
+    """
+    amount = apply_basis_points(base_minor, rule.basis_points or 0)
+    if rule.min_minor is not None:
+        amount = max(amount, rule.min_minor)
+    if rule.max_minor is not None:
+        amount = min(amount, rule.max_minor)
+    return max(0, amount)
 
 
 def compute_donation(order: OrderFacts, history: Sequence[RuleVersion]) -> Decision:
@@ -112,15 +122,16 @@ def refund_reversal(
 ) -> int:
     """The reversal an order.refunded makes, given the order's current net donation.
 
-    ``percent``: the net becomes the rule applied to what was not refunded, and the
-    difference is reversed. ``fixed``: only a full refund reverses, and then all of it.
-    The net never goes below 0, and a refund never adds to the donation.
+    ``percent``: the net becomes the rule applied to what was not refunded (clamped to
+    its min/max, with no second cap at that remainder), and the difference is reversed.
+    ``fixed``: only a full refund reverses, and then all of it. The net never goes below
+    0, and a refund never adds to the donation.
     """
     if net_minor <= 0:
         return 0
     if rule.mode == "fixed":
         return net_minor if refunded_total_minor >= total_minor else 0
-    target = apply_rule(rule, max(0, total_minor - refunded_total_minor))
+    target = percent_amount(rule, max(0, total_minor - refunded_total_minor))
     return max(0, net_minor - target)
 
 

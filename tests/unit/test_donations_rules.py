@@ -16,6 +16,7 @@ from services.donations.rules import (
     RuleVersion,
     apply_rule,
     compute_donation,
+    percent_amount,
     refund_reversal,
     rule_at,
 )
@@ -214,10 +215,14 @@ def test_refunds_never_take_the_net_below_zero(
         net -= reversal
         refunded = refunded_total
         if rule.mode == "percent":
-            assert net == min(apply_rule(rule, total), apply_rule(rule, total - refunded))
+            # no second cap at what the refund leaves: the rule (with its min) applies as is
+            assert net == min(apply_rule(rule, total), percent_amount(rule, total - refunded))
         else:
             assert net == (0 if refunded >= total else apply_rule(rule, total))
-    assert net == 0  # a full refund reverses everything
+    # a full refund leaves the rule applied to 0: nothing, unless the rule has a minimum
+    assert net == (
+        min(apply_rule(rule, total), rule.min_minor or 0) if rule.mode == "percent" else 0
+    )
 
 
 @given(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.donations import rules as service
@@ -27,7 +27,6 @@ from tools.simulate import (
     donation_for,
     expected_net,
     net_after_refunds,
-    rule_amount,
     rule_at,
 )
 
@@ -215,14 +214,6 @@ def service_net(
     return sum(e.amount_minor if e.kind == "accrual" else -e.amount_minor for e in plan.entries)
 
 
-def second_cap_matters(rule: RuleVersion, total: int, refunds: Sequence[int]) -> bool:
-    """A percent rule whose amount on what a refund leaves is above what is left (a
-    ``min_minor`` above it): the contract does not cap it again, the service does."""
-    return rule.mode == "percent" and any(
-        rule_amount(rule, total - refunded) > total - refunded for refunded in refunds
-    )
-
-
 @settings(max_examples=800, deadline=None)
 @given(
     history=histories(),
@@ -244,17 +235,9 @@ def test_the_oracle_agrees_with_the_service(
     order = OrderPlan("o1", SELLER, currency, total, placed_at, True, refunds)
     oracle = expected_net(order, in_effect, rule_currency)
     assert 0 <= oracle <= total
-    # where the contract and the service read "no second cap" differently, see the xfail below
-    assume(in_effect is None or not second_cap_matters(in_effect, total, refunds))
     assert oracle == service_net(history, currency, total, placed_at, refunds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the service caps a percent rule's amount on what a refund leaves at that"
-    " remainder (refund_reversal via apply_rule); the contract says there is no second cap",
-)
 @pytest.mark.parametrize(
     ("total", "refunds", "contract"),
     [(1_000, [998], 5), (1_000, [1_000], 5), (10, [3, 9], 5)],
