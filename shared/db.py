@@ -1,11 +1,21 @@
-"""asyncpg pools with JSON codecs backed by orjson."""
+"""asyncpg pools with JSON codecs backed by orjson, and the connection types every
+repository takes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# What a repository function takes: a plain connection or one acquired from a pool.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[Any]
+else:  # asyncpg's classes are not generic at runtime
+    Pool = asyncpg.Pool
 
 
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:

@@ -7,25 +7,27 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol
 
-import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.responses import Response
 
 from shared.auth import Authenticator
-from shared.db import create_pool
+from shared.db import Pool, create_pool
 from shared.kafka import Producer, ensure_topics, kafka_reachable, make_producer
 from shared.migrations import migrate
 from shared.observability import get_logger, health_router, setup_logging
-from shared.problems import BodySizeLimit, install_problem_handlers
+from shared.problems import BodySizeLimit, InvalidRequestObserver, install_problem_handlers
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
-if TYPE_CHECKING:
-    Pool = asyncpg.Pool[Any]
-else:  # asyncpg's classes are not generic at runtime
-    Pool = asyncpg.Pool
+
+async def app_service(request: Request) -> Any:
+    """The service layer object the lifespan stored as ``app.state.service``; each
+    service's endpoints type it: ``ServiceDep = Annotated[XService, Depends(app_service)]``.
+    (async: FastAPI would run a plain ``def`` dependency in a worker thread.)"""
+    return request.app.state.service
 
 
 def _pool(request: Request) -> Pool:
@@ -33,8 +35,27 @@ def _pool(request: Request) -> Pool:
     return pool
 
 
-# The service's database pool, opened by its lifespan as ``app.state.pool``.
-PoolDep = Annotated[Pool, Depends(_pool)]
+PoolDep = Annotated[Pool, Depends(_pool)]  # transitional
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, or ``*``)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def conditional_response(
+    body: bytes, etag: str, if_none_match: str | None, *, cache_control: str
+) -> Response:
+    """A JSON read with a strong ETag: 304 without a body when the client has it already."""
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -45,6 +66,7 @@ def build_app(
     settings: CommonSettings,
     lifespan: Lifespan,
     routers: Sequence[APIRouter],
+    on_invalid_request: InvalidRequestObserver | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title=title,
@@ -54,7 +76,7 @@ def build_app(
     app.state.settings = settings
     app.state.auth = Authenticator(settings.jwt_secret.get_secret_value(), settings.jwt_algorithm)
     app.state.readiness = {}
-    install_problem_handlers(app)
+    install_problem_handlers(app, on_invalid_request=on_invalid_request)
     app.add_middleware(BodySizeLimit)
     app.include_router(health_router())
     for router in routers:

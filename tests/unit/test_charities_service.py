@@ -23,7 +23,7 @@ from services.charities.service import (
     parse_ledger,
 )
 from shared.events import DonationRecorded, LedgerEntry, encode
-from shared.problems import Problem
+from shared.problems import DomainError as Problem
 
 
 def _record(value: bytes | None, offset: int = 0) -> ConsumerRecord:
