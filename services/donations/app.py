@@ -12,6 +12,7 @@ from services.donations.charities import CharitiesClient
 from services.donations.config import Settings
 from services.donations.consumer import build_consumer
 from services.donations.endpoints import router
+from services.donations.service import DonationService
 from shared.events import TOPICS
 from shared.observability import get_logger
 from shared.outbox import OutboxRelay
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
                 consumer = build_consumer(settings, res.pool, res.producer)
                 await consumer.start()
-                app.state.charities = charities
+                app.state.service = DonationService(res.pool, charities)
                 app.state.relay = relay
                 app.state.consumer = consumer
                 res.workers.start("donations-outbox-relay", relay)
@@ -50,7 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.info("donations service started")
                 yield
             finally:
-                await res.workers.stop()
                 await charities.aclose()
         log.info("donations service stopped")
 
