@@ -248,16 +248,3 @@ class BodySizeLimit:
             if exc is not too_large:
                 raise
             await problem_response(too_large, scope.get("path"))(scope, receive, send)
-
-
-# Transitional helpers (removed once every service raises its own classes).
-def not_found(what: str, key: str) -> NotFound:
-    return NotFound(what, key)
-
-
-def conflict(detail: str, **extra: Any) -> Conflict:
-    return Conflict(detail, **extra)
-
-
-def unprocessable(field: str, message: str) -> Invalid:
-    return Invalid([(field, message)])

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from shared.auth import Authenticator
@@ -28,14 +28,6 @@ async def app_service(request: Request) -> Any:
     service's endpoints type it: ``ServiceDep = Annotated[XService, Depends(app_service)]``.
     (async: FastAPI would run a plain ``def`` dependency in a worker thread.)"""
     return request.app.state.service
-
-
-def _pool(request: Request) -> Pool:
-    pool: Pool = request.app.state.pool
-    return pool
-
-
-PoolDep = Annotated[Pool, Depends(_pool)]  # transitional
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.endpoints import TotalsFastPath, pages, router, static_files
-from services.charities.service import ResponseCache
+from services.charities.service import CharityService
 from shared.events import TOPIC_LEDGER
 from shared.kafka import BatchConsumer
 from shared.observability import get_logger
@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
         async with service_resources(
             app, settings, database=settings.charities_db, migrations=MIGRATIONS, topics=[topic]
         ) as res:
-            app.state.totals_cache = ResponseCache(settings.totals_cache_seconds)
+            app.state.service = CharityService(
+                res.pool, totals_cache_seconds=settings.totals_cache_seconds
+            )
             if consume:
                 consumer = BatchConsumer(
                     bootstrap=settings.kafka_bootstrap,

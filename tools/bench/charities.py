@@ -34,11 +34,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.charities import service
 from services.charities.app import MIGRATIONS
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.schemas import CharityCreate, ProjectCreate
+from services.charities.service import CharityService
 from shared.db import create_pool
 from shared.events import TOPIC_LEDGER
 from shared.kafka import ensure_topics, make_producer
@@ -65,17 +65,17 @@ def _settings() -> Settings:
 
 async def _projects(pool: asyncpg.Pool[Any]) -> list[uuid.UUID]:
     """The bench's charity and projects, created once (their natural keys make it idempotent)."""
-    charity, _ = await service.create_charity(
-        pool, CharityCreate(name="Bench charity", registration_no="BENCH-CHARITY-1")
+    registry = CharityService(pool, totals_cache_seconds=0)
+    charity, _ = await registry.create_charity(
+        CharityCreate(name="Bench charity", registration_no="BENCH-CHARITY-1")
     )
     ids = []
     for n in range(PROJECTS):
-        project, _ = await service.create_project(
-            pool,
-            str(charity["charity_id"]),
+        project, _ = await registry.create_project(
+            str(charity.charity_id),
             ProjectCreate(name=f"bench project {n:03d}", currency="CNY", goal_minor=10_000_000),
         )
-        ids.append(project["project_id"])
+        ids.append(project.project_id)
     return ids
 
 
