@@ -56,10 +56,6 @@ def forbidden(detail: str) -> Problem:
     return Problem(403, "forbidden", "Forbidden", detail)
 
 
-def decode_token(token: str, secret: str, algorithm: str = "HS256") -> Principal:
-    return _decode(token, secret, algorithm)[0]
-
-
 def _decode(token: str, secret: str, algorithm: str) -> tuple[Principal, float]:
     """The principal and the token's expiry (epoch seconds)."""
     try:
@@ -134,5 +130,3 @@ def ensure_seller(principal: Principal, seller_id: str) -> None:
 
 
 AdminDep = Annotated[Principal, Depends(require(Role.ADMIN))]
-StorefrontDep = Annotated[Principal, Depends(require(Role.STOREFRONT))]
-SellerDep = Annotated[Principal, Depends(require(Role.SELLER, Role.ADMIN))]

@@ -18,6 +18,21 @@ else:  # asyncpg's classes are not generic at runtime
     Pool = asyncpg.Pool
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Database errors that mean 'try again later' (down, restarting, overloaded, a
+    deadlock or serialization failure), never 'the data is bad'."""
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.DeadlockDetectedError
+        | asyncpg.SerializationError
+        | asyncpg.AdminShutdownError,
+    )
+
+
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(

@@ -12,6 +12,7 @@ from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.endpoints import TotalsFastPath, pages, router, static_files
 from services.charities.service import CharityService
+from shared import db
 from shared.events import TOPIC_LEDGER
 from shared.kafka import BatchConsumer
 from shared.observability import get_logger
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                     handler=LedgerFolder(res.pool),
                     producer=res.producer,
                     max_records=settings.ledger_batch_max,
+                    handler_is_transient=db.is_transient,
                 )
                 await consumer.start()
                 res.workers.start("ledger-consumer", consumer)

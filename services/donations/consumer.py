@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from services.donations import repository
 from services.donations.config import Settings
 from services.donations.ledger import NewEntry, OrderMoneyEvent, plan_batch
+from shared import db
 from shared.events import (
     DONATION_RECORDED,
     ORDER_EVENT_TYPES,
@@ -220,4 +221,5 @@ def build_consumer(
         handler=handler,
         producer=producer,
         max_records=settings.consumer_max_records,
+        handler_is_transient=db.is_transient,
     )

@@ -22,17 +22,12 @@ from services.donations.schemas import (
     StatementEntryOut,
     StatementOut,
 )
-from shared.auth import Principal
+from shared.auth import Principal, ensure_seller
 from shared.db import Pool
 from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
-from shared.problems import Forbidden, Invalid, NotFound, Unavailable
+from shared.problems import Invalid, NotFound, Unavailable
 
 _NEWEST = 2**31 - 1  # a rule version above every real one: the first page of versions
-
-
-class NotYourSeller(Forbidden):
-    def __init__(self, seller_id: str) -> None:
-        super().__init__(f"token may not act for seller {seller_id!r}")
 
 
 class RuleNotFound(NotFound):
@@ -49,11 +44,6 @@ class ProjectCheckUnavailable(Unavailable):
     """The charities service could not say whether a rule's project exists (503)."""
 
     title = "Charities service unavailable"
-
-
-def ensure_seller(principal: Principal, seller_id: str) -> None:
-    if not principal.may_act_for(seller_id):
-        raise NotYourSeller(seller_id)
 
 
 def _position(cursor: str | None) -> int | None:

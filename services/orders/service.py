@@ -21,7 +21,7 @@ from services.orders import domain
 from services.orders import repository as repo
 from services.orders.domain import FieldError, OrderStatus
 from services.orders.schemas import OrderIn, OrderOut, RefundIn, RefundOut
-from shared.auth import Principal
+from shared.auth import Principal, ensure_seller
 from shared.db import Conn
 from shared.events import OrderCancelled, OrderCompleted, OrderRefunded, OrderSnapshot, encode
 from shared.events import OrderItem as EventItem
@@ -50,16 +50,6 @@ class InvalidOrder(Invalid):
     def __init__(self, errors: Sequence[FieldError]) -> None:
         super().__init__([(e.field, e.message) for e in errors])
         self.field_errors = list(errors)
-
-
-class NotYourSeller(Forbidden):
-    def __init__(self, seller_id: str) -> None:
-        super().__init__(f"token may not act for seller {seller_id!r}")
-
-
-def ensure_seller(principal: Principal, seller_id: str) -> None:
-    if not principal.may_act_for(seller_id):
-        raise NotYourSeller(seller_id)
 
 
 def count_invalid_request(route_name: str) -> None:

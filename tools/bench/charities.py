@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -40,10 +39,10 @@ from services.charities.consumer import LedgerFolder
 from services.charities.schemas import CharityCreate, ProjectCreate
 from services.charities.service import CharityService
 from shared.db import create_pool
-from shared.events import TOPIC_LEDGER
+from shared.events import DONATION_RECORDED, TOPIC_LEDGER
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure, consume_timed, ensure_database
+from tools.bench import Figure, consume_timed, ensure_database, free_port
 
 DATABASE = "charities_bench"
 ENTRIES = 100_000
@@ -91,7 +90,7 @@ def _entries(projects: list[uuid.UUID]) -> list[tuple[bytes, bytes, uuid.UUID, b
         order_id = f"bench-{uuid.uuid4().hex[:16]}"
         event = {
             "event_id": str(uuid.uuid4()),
-            "type": "donation.recorded",
+            "type": DONATION_RECORDED,
             "schema_version": 1,
             "occurred_at": datetime.now(UTC).isoformat(),
             "entry": {
@@ -187,13 +186,6 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
     return [Figure("charities.fold_entries_per_s", ENTRIES / seconds, "entries/s")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -243,7 +235,7 @@ async def _httpx_load(url: str, headers: dict[str, str], status: int) -> tuple[f
 
 
 async def bench_http(settings: Settings) -> list[Figure]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GFG_CHARITIES_DB": DATABASE,
