@@ -100,9 +100,9 @@ async def service_resources(
     migrations: Path,
     topics: Sequence[str],
 ) -> AsyncIterator[Resources]:
-    """Logging, migrations, the pool (``app.state.pool``), the topics, a started producer
-    and the readiness checks; on exit the workers stop (and close) before the producer
-    and the pool, in that order."""
+    """Logging, migrations, the pool, the topics, a started producer and the readiness
+    checks; on exit the workers stop (and close) before the producer and the pool, in
+    that order. The lifespan builds the service layer from these as ``app.state.service``."""
     setup_logging(settings.log_level, settings.log_json)
     dsn = settings.dsn(database)
     await migrate(dsn, migrations)
@@ -119,7 +119,6 @@ async def service_resources(
         async def kafka_ready() -> None:
             await kafka_reachable(producer)
 
-        app.state.pool = pool
         app.state.readiness = {"postgres": postgres_ready, "kafka": kafka_ready}
         yield Resources(dsn, pool, producer, workers)
     finally:

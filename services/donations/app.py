@@ -44,8 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 consumer = build_consumer(settings, res.pool, res.producer)
                 await consumer.start()
                 app.state.service = DonationService(res.pool, charities)
-                app.state.relay = relay
-                app.state.consumer = consumer
                 res.workers.start("donations-outbox-relay", relay)
                 res.workers.start("donations-consumer", consumer)
                 log.info("donations service started")

@@ -30,16 +30,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with service_resources(
             app, settings, database=settings.orders_db, migrations=MIGRATIONS, topics=[topic]
         ) as res:
-            relay = OutboxRelay(
-                service="orders",
-                dsn=res.dsn,
-                pool=res.pool,
-                producer=res.producer,
-                batch_size=settings.relay_batch_size,
-            )
             if settings.relay_enabled:
+                relay = OutboxRelay(
+                    service="orders",
+                    dsn=res.dsn,
+                    pool=res.pool,
+                    producer=res.producer,
+                    batch_size=settings.relay_batch_size,
+                )
                 res.workers.start("orders-outbox-relay", relay)
-            app.state.relay = relay
             app.state.service = OrderService(
                 res.pool, topic=topic, clock_skew=timedelta(seconds=settings.clock_skew_seconds)
             )
