@@ -23,9 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-import asyncpg
 import orjson
 from prometheus_client import Counter as PromCounter
 from pydantic import ValidationError
@@ -34,6 +32,7 @@ from services.donations import repository
 from services.donations.config import Settings
 from services.donations.ledger import NewEntry, OrderMoneyEvent, plan_batch
 from shared import db
+from shared.db import Pool
 from shared.events import (
     DONATION_RECORDED,
     ORDER_EVENT_TYPES,
@@ -81,7 +80,7 @@ class OrderEventBatch:
 class LedgerHandler:
     """The batch handler; usable without a consumer (tests run it directly)."""
 
-    def __init__(self, pool: asyncpg.Pool[Any], ledger_topic: str) -> None:
+    def __init__(self, pool: Pool, ledger_topic: str) -> None:
         self._pool = pool
         self._ledger_topic = ledger_topic
         self.entries_recorded = 0
@@ -210,9 +209,7 @@ def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> 
         DONATED.labels(currency, kind).inc(amount)
 
 
-def build_consumer(
-    settings: Settings, pool: asyncpg.Pool[Any], producer: Producer
-) -> BatchConsumer:
+def build_consumer(settings: Settings, pool: Pool, producer: Producer) -> BatchConsumer:
     handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
     return BatchConsumer(
         bootstrap=settings.kafka_bootstrap,

@@ -22,7 +22,7 @@ from services.orders import repository as repo
 from services.orders.domain import FieldError, OrderStatus
 from services.orders.schemas import OrderIn, OrderOut, RefundIn, RefundOut
 from shared.auth import Principal, ensure_seller
-from shared.db import Conn
+from shared.db import Conn, Pool
 from shared.events import OrderCancelled, OrderCompleted, OrderRefunded, OrderSnapshot, encode
 from shared.events import OrderItem as EventItem
 from shared.outbox import OutboxMessage, enqueue
@@ -109,7 +109,7 @@ def _new_order_out(new: repo.NewOrder, order: OrderIn) -> OrderOut:
 
 
 class OrderService:
-    def __init__(self, pool: asyncpg.Pool[Any], *, topic: str, clock_skew: timedelta) -> None:
+    def __init__(self, pool: Pool, *, topic: str, clock_skew: timedelta) -> None:
         self._pool = pool
         self._topic = topic
         self._skew = clock_skew
