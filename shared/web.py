@@ -119,6 +119,7 @@ async def service_resources(
         async def kafka_ready() -> None:
             await kafka_reachable(producer)
 
+        app.state.pool = pool  # for tests and tools; requests go through app.state.service
         app.state.readiness = {"postgres": postgres_ready, "kafka": kafka_ready}
         yield Resources(dsn, pool, producer, workers)
     finally:
