@@ -26,13 +26,12 @@ from services.charities.schemas import (
     Totals,
 )
 from services.charities.service import Cached, CharityService
-from shared.auth import Principal, Role, require
+from shared.auth import AdminDep
 from shared.web import app_service, conditional_response
 
 STATIC_DIR = Path(__file__).parent / "static"
 CACHE_CONTROL = "public, max-age=1"
 
-AdminDep = Annotated[Principal, Depends(require(Role.ADMIN))]
 ServiceDep = Annotated[CharityService, Depends(app_service)]
 IfNoneMatch = Annotated[str | None, Header()]
 Limit = Annotated[int, Query(ge=1, le=1000)]
