@@ -391,5 +391,3 @@ def ensure_seller(principal: Principal, seller_id: str) -> None:
 
 
 AdminDep = Annotated[Principal, Depends(require(Role.ADMIN))]
-StorefrontDep = Annotated[Principal, Depends(require(Role.STOREFRONT))]
-SellerDep = Annotated[Principal, Depends(require(Role.SELLER, Role.ADMIN))]

@@ -1,11 +1,36 @@
-"""asyncpg pools with JSON codecs backed by orjson."""
+"""asyncpg pools with JSON codecs backed by orjson, and the connection types every
+repository takes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# What a repository function takes: a plain connection or one acquired from a pool.
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[Any]
+else:  # asyncpg's classes are not generic at runtime
+    Pool = asyncpg.Pool
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database errors that mean 'try again later' (down, restarting, overloaded, a
+    deadlock or serialization failure), never 'the data is bad'."""
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.DeadlockDetectedError
+        | asyncpg.SerializationError
+        | asyncpg.AdminShutdownError,
+    )
 
 
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:

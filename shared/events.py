@@ -1,4 +1,4 @@
-"""Event envelope and the event models of the public contract (API.md, "Events").
+"""The events between the services: topics, the envelope, the event types and models.
 
 These are the wire format between services, so they live here; the logic that reacts to
 an event lives in the service that consumes it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -21,6 +21,18 @@ TOPIC_ORDERS = "orders.lifecycle"
 TOPIC_LEDGER = "donations.ledger"
 DLQ_SUFFIX = ".dlq"
 TOPICS = (TOPIC_ORDERS, TOPIC_LEDGER)
+
+# The event types: the one place their names are spelled (the models' ``type`` literals
+# are checked against these by mypy).
+OrderCompletedType = Literal["order.completed"]
+OrderRefundedType = Literal["order.refunded"]
+OrderCancelledType = Literal["order.cancelled"]
+DonationRecordedType = Literal["donation.recorded"]
+ORDER_COMPLETED: Final[OrderCompletedType] = "order.completed"
+ORDER_REFUNDED: Final[OrderRefundedType] = "order.refunded"
+ORDER_CANCELLED: Final[OrderCancelledType] = "order.cancelled"
+DONATION_RECORDED: Final[DonationRecordedType] = "donation.recorded"
+ORDER_EVENT_TYPES = frozenset({ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED})
 
 
 def utcnow() -> datetime:
@@ -67,12 +79,12 @@ class OrderSnapshot(BaseModel):
 
 
 class OrderCompleted(_Event):
-    type: Literal["order.completed"] = "order.completed"
+    type: OrderCompletedType = ORDER_COMPLETED
     order: OrderSnapshot
 
 
 class OrderRefunded(_Event):
-    type: Literal["order.refunded"] = "order.refunded"
+    type: OrderRefundedType = ORDER_REFUNDED
     order_id: str
     seller_id: str
     refund_id: str
@@ -84,7 +96,7 @@ class OrderRefunded(_Event):
 
 
 class OrderCancelled(_Event):
-    type: Literal["order.cancelled"] = "order.cancelled"
+    type: OrderCancelledType = ORDER_CANCELLED
     order_id: str
     seller_id: str
 
@@ -104,14 +116,16 @@ class LedgerEntry(BaseModel):
 
 
 class DonationRecorded(_Event):
-    type: Literal["donation.recorded"] = "donation.recorded"
+    type: DonationRecordedType = DONATION_RECORDED
     entry: LedgerEntry
 
 
-OrderEvent = Annotated[OrderCompleted | OrderRefunded | OrderCancelled, Field(discriminator="type")]
-ORDER_EVENT_TYPES = frozenset({"order.completed", "order.refunded", "order.cancelled"})
+# Any event of ``orders.lifecycle``, told apart by its ``type``.
+OrderLifecycleEvent = Annotated[
+    OrderCompleted | OrderRefunded | OrderCancelled, Field(discriminator="type")
+]
 order_event_adapter: TypeAdapter[OrderCompleted | OrderRefunded | OrderCancelled] = TypeAdapter(
-    OrderEvent
+    OrderLifecycleEvent
 )
 
 

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -193,20 +192,12 @@ async def kafka_reachable(producer: Producer) -> None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors that mean 'try the same batch again later', never 'the data is bad'."""
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | KafkaError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.TooManyConnectionsError
-        | asyncpg.DeadlockDetectedError
-        | asyncpg.SerializationError
-        | asyncpg.AdminShutdownError,
-    )
+    """Network and broker errors: 'try the same batch again later', never 'the data is
+    bad'. A handler's own such errors (its database's) are named to ``BatchConsumer``."""
+    return isinstance(exc, OSError | TimeoutError | KafkaError)
+
+
+ErrorCheck = Callable[[BaseException], bool]
 
 
 @dataclass(frozen=True)
@@ -294,8 +285,12 @@ class BatchConsumer:
         poll_timeout_ms: int = 200,
         max_poll_interval_ms: int = 300_000,
         partitions: int = 12,
+        handler_is_transient: ErrorCheck | None = None,
     ) -> None:
+        """``handler_is_transient`` tells which of the handler's errors are transient too
+        (e.g. ``shared.db.is_transient``): the batch is retried instead of split."""
         self.topic = topic
+        self._handler_is_transient = handler_is_transient
         self._bootstrap = bootstrap
         self._partitions = partitions
         self.group_id = group_id
@@ -323,6 +318,10 @@ class BatchConsumer:
         )
         self.batches_done = 0
         self.records_done = 0
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        check = self._handler_is_transient
+        return is_transient(exc) or (check is not None and check(exc))
 
     async def start(self) -> None:
         # Subscribing to a topic that does not exist yet would leave the consumer idle until
@@ -423,7 +422,7 @@ class BatchConsumer:
         try:
             return list(await self._apply_prepared(prepared))
         except Exception as exc:
-            if is_transient(exc) or len(records) == 1:
+            if self._is_transient(exc) or len(records) == 1:
                 raise
             log.warning(
                 "batch failed on its data; isolating records",
@@ -439,7 +438,7 @@ class BatchConsumer:
             try:
                 dead += await self._apply_prepared(self._prepare([record]))
             except Exception as exc:
-                if is_transient(exc):
+                if self._is_transient(exc):
                     raise
                 dead.append(DeadLetter(record, f"processing failed: {type(exc).__name__}: {exc}"))
         return dead

@@ -4,6 +4,14 @@ Every file runs in its own transaction together with the row that records it, un
 advisory lock, so concurrent starts and repeated runs are safe. A recorded file whose
 content changed is an error, never silently re-applied.
 
+Two header lines make that workable for shared parts and for history:
+- ``-- include: <module>`` stands for the ``SCHEMA`` (DDL) of that module of the kit, e.g.
+  ``-- include: shared.outbox``: a table the kit owns is defined once, in the kit. The
+  included SQL counts in the checksum, so a change there is caught like any other edit.
+- ``-- supersedes: <sha256>`` says that a database which applied the file with that
+  checksum has what the file (with the files after it) creates now. Such a database is
+  accepted and its record updated to the new checksum; any other difference still fails.
+
     python -m shared.migrations --dsn postgresql://... services/orders/migrations
 """
 
@@ -12,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import importlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +43,10 @@ CREATE TABLE IF NOT EXISTS schema_migration (
 """
 
 
+_INCLUDE = re.compile(r"^-- include: ([\w.]+)[ \t]*$", re.MULTILINE)
+_SUPERSEDES = re.compile(r"^-- supersedes: ([0-9a-f]{64})[ \t]*$", re.MULTILINE)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -43,9 +57,25 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def supersedes(self) -> frozenset[str]:
+        """Checksums of earlier versions of this file that databases may have applied."""
+        return frozenset(_SUPERSEDES.findall(self.sql))
+
 
 class MigrationError(RuntimeError):
     pass
+
+
+def _expand_includes(sql: str) -> str:
+    def schema(match: re.Match[str]) -> str:
+        module = match.group(1)
+        ddl = getattr(importlib.import_module(module), "SCHEMA", None)
+        if not isinstance(ddl, str):
+            raise MigrationError(f"-- include: {module} has no SCHEMA")
+        return f"{match.group(0)}\n{ddl.strip()}"
+
+    return _INCLUDE.sub(schema, sql)
 
 
 def load_migrations(directory: Path) -> list[Migration]:
@@ -54,7 +84,7 @@ def load_migrations(directory: Path) -> list[Migration]:
         prefix, _, _ = path.stem.partition("_")
         if not prefix.isdigit():
             raise MigrationError(f"{path.name}: expected NNNN_slug.sql")
-        found.append(Migration(int(prefix), path.stem, path.read_text()))
+        found.append(Migration(int(prefix), path.stem, _expand_includes(path.read_text())))
     versions = [m.version for m in found]
     if len(versions) != len(set(versions)):
         raise MigrationError(f"{directory}: two migrations share a version")
@@ -73,10 +103,18 @@ async def apply_migrations(conn: asyncpg.Connection[Any], directory: Path) -> li
         for migration in migrations:
             done = recorded.get(migration.version)
             if done is not None:
-                if done["checksum"] != migration.checksum:
+                if done["checksum"] == migration.checksum:
+                    continue
+                if done["checksum"] not in migration.supersedes:
                     raise MigrationError(
                         f"{migration.name} was applied with other content; add a new migration"
                     )
+                await conn.execute(
+                    "UPDATE schema_migration SET checksum = $2 WHERE version = $1",
+                    migration.version,
+                    migration.checksum,
+                )
+                log.info("migration superseded", extra={"migration": migration.name})
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)

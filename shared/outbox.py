@@ -1,12 +1,15 @@
 """Transactional outbox: events written with the state change, relayed to Kafka after.
 
-Each producing service has an ``outbox`` table (same DDL, in its own migrations; a
-statement-level trigger NOTIFYs channel ``outbox`` so the relay wakes without polling):
+This module owns the ``outbox`` table: its DDL is ``SCHEMA``, which a producing service's
+migrations include with a ``-- include: shared.outbox`` line (see shared/migrations.py).
+A statement-level trigger NOTIFYs channel ``outbox`` so the relay wakes without polling:
 
     id bigserial, topic, aggregate_type, aggregate_id (the Kafka key), type,
     payload bytea (the encoded event, event_id inside), bucket (hash of the key), created_at
 
-``enqueue`` adds rows inside the caller's transaction. ``OutboxRelay`` publishes them.
+``enqueue`` adds rows inside the caller's transaction (``INSERT_INTO`` and
+``message_args`` let a service fold that insert into one statement of its own).
+``OutboxRelay`` publishes them.
 
 Why no lost or reordered event:
 - The relay never tracks a "last published id". It reads whatever rows exist, oldest
@@ -33,17 +36,58 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.db import Conn
 from shared.kafka import Producer
 from shared.observability import get_logger
 
 log = get_logger(__name__)
 
+# The relays' unit of ownership. The table's generated ``bucket`` column uses it, and
+# SCHEMA refuses to run on an outbox built with another count.
 BUCKETS = 16
+_BUCKET_EXPR = f"((hashtext(aggregate_id) & 2147483647) % {BUCKETS})"
+
+SCHEMA = f"""
+DO $outbox$
+BEGIN
+    IF to_regclass('outbox') IS NULL THEN
+        CREATE TABLE outbox (
+            id             bigserial   PRIMARY KEY,
+            topic          text        NOT NULL,
+            aggregate_type text        NOT NULL,
+            aggregate_id   text        NOT NULL,
+            type           text        NOT NULL,
+            payload        bytea       NOT NULL,
+            bucket         smallint    NOT NULL GENERATED ALWAYS AS {_BUCKET_EXPR} STORED,
+            created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX outbox_bucket_id ON outbox (bucket, id);
+    ELSIF (
+        SELECT pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_attrdef d
+        JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+        WHERE d.adrelid = 'outbox'::regclass AND a.attname = 'bucket'
+    ) IS DISTINCT FROM '{_BUCKET_EXPR}' THEN
+        RAISE EXCEPTION 'outbox.bucket is not %: BUCKETS changed', '{_BUCKET_EXPR}';
+    END IF;
+END
+$outbox$;
+
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outbox', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+"""
 _LOCK_NAMESPACE = 0x6766_6F62  # "gfob"
 
 PUBLISHED = Counter("gfg_outbox_published_total", "Outbox rows published", ["service"])
@@ -66,13 +110,24 @@ class OutboxMessage:
     payload: bytes
 
 
-_ENQUEUE = """
-INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload)
+# The head of every insert into the outbox; the values follow ``message_args``' order.
+INSERT_INTO = "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload)"
+
+_ENQUEUE = f"""
+{INSERT_INTO}
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
 """
 
 
-Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
+def message_args(message: OutboxMessage) -> tuple[str, str, str, str, bytes]:
+    """A message's values in ``INSERT_INTO``'s column order."""
+    return (
+        message.topic,
+        message.aggregate_type,
+        message.aggregate_id,
+        message.type,
+        message.payload,
+    )
 
 
 async def enqueue(conn: Conn, messages: Sequence[OutboxMessage]) -> None:

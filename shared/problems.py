@@ -1,8 +1,14 @@
-"""RFC 9457 problem responses: one exception type, one set of handlers, one size limit."""
+"""Errors a client can cause, and how they look on the wire (RFC 9457 problem+json).
+
+Service layers raise ``DomainError`` subclasses: each class carries its HTTP status, its
+problem type slug (``kind``) and its title, so the service layer says what went wrong
+and never how it is rendered. One set of handlers (``install_problem_handlers``) turns
+any of them, request validation errors and Starlette's HTTP errors into problem+json.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -15,16 +21,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1024 * 1024
 _TYPE_BASE = "https://goodsforgood.dev/problems/"
+# How many field errors a validation problem's ``detail`` names (``errors`` has them all).
+_DETAIL_FIELDS = 5
 
 
-class Problem(Exception):
-    """A client-facing error; raise it anywhere below an endpoint."""
+class DomainError(Exception):
+    """A client-facing error: raise a subclass anywhere below an endpoint.
+
+    ``errors`` lists field errors (``{"field", "message"}``), ``headers`` go on the
+    response (e.g. Retry-After), and extra keyword members are added to the body.
+    """
+
+    status: int = 500
+    kind: str = "error"
+    title: str = "Error"
 
     def __init__(
         self,
-        status: int,
-        kind: str,
-        title: str,
         detail: str,
         *,
         errors: Sequence[dict[str, str]] | None = None,
@@ -32,9 +45,6 @@ class Problem(Exception):
         **extra: Any,
     ) -> None:
         super().__init__(detail)
-        self.status = status
-        self.kind = kind
-        self.title = title
         self.detail = detail
         self.errors = list(errors) if errors is not None else None
         self.headers = headers
@@ -55,30 +65,92 @@ class Problem(Exception):
         return body
 
 
-def not_found(what: str, key: str) -> Problem:
-    return Problem(404, "not-found", f"{what} not found", f"no {what} with id {key!r}")
+class Problem(DomainError):
+    """An error whose status, type and title are given per instance (HTTP-level errors)."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        *,
+        errors: Sequence[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail, errors=errors, headers=headers, **extra)
+        self.status = status
+        self.kind = kind
+        self.title = title
 
 
-def conflict(detail: str, **extra: Any) -> Problem:
-    return Problem(409, "conflict", "Conflict", detail, **extra)
+class NotFound(DomainError):
+    status = 404
+    kind = "not-found"
+
+    def __init__(self, what: str, key: str, **extra: Any) -> None:
+        super().__init__(f"no {what} with id {key!r}", **extra)
+        self.title = f"{what} not found"
 
 
-def unprocessable(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "validation-error",
-        "Validation failed",
-        f"{field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
+class Conflict(DomainError):
+    status = 409
+    kind = "conflict"
+    title = "Conflict"
 
 
-def problem_response(problem: Problem, instance: str | None = None) -> Response:
+class Invalid(DomainError):
+    """422 with one ``errors`` entry per offending field."""
+
+    status = 422
+    kind = "validation-error"
+    title = "Validation failed"
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        fields = [{"field": field, "message": message} for field, message in errors]
+        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:_DETAIL_FIELDS])
+        super().__init__(detail, errors=fields)
+
+
+class Unavailable(DomainError):
+    """A dependency could not answer; the client may retry after ``retry_after`` seconds."""
+
+    status = 503
+    kind = "unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 2, **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extra)
+
+
+class Unauthorized(DomainError):
+    status = 401
+    kind = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(DomainError):
+    status = 403
+    kind = "forbidden"
+    title = "Forbidden"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    kind = "payload-too-large"
+    title = "Payload too large"
+
+
+def problem_response(error: DomainError, instance: str | None = None) -> Response:
     return Response(
-        orjson.dumps(problem.body(instance)),
-        status_code=problem.status,
+        orjson.dumps(error.body(instance)),
+        status_code=error.status,
         media_type=PROBLEM_JSON,
-        headers=problem.headers,
+        headers=error.headers,
     )
 
 
@@ -89,13 +161,11 @@ def _field_name(loc: Sequence[int | str]) -> str:
     return ".".join(parts) or "body"
 
 
-def validation_problem(errors: Sequence[Any]) -> Problem:
-    fields = [
-        {"field": _field_name(err.get("loc", ())), "message": str(err.get("msg", "invalid"))}
-        for err in errors
-    ]
-    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    return Problem(422, "validation-error", "Validation failed", detail, errors=fields)
+def validation_error(errors: Sequence[Any]) -> Invalid:
+    """FastAPI's request validation errors as one ``Invalid``."""
+    return Invalid(
+        [(_field_name(err.get("loc", ())), str(err.get("msg", "invalid"))) for err in errors]
+    )
 
 
 _STATUS_KIND = {
@@ -112,15 +182,24 @@ _STATUS_KIND = {
     503: "unavailable",
 }
 
+# Told the route name of every request refused by validation (a service's metrics).
+InvalidRequestObserver = Callable[[str], None]
 
-def install_problem_handlers(app: FastAPI) -> None:
-    async def on_problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Problem)
+
+def install_problem_handlers(
+    app: FastAPI, *, on_invalid_request: InvalidRequestObserver | None = None
+) -> None:
+    """The one rendering of errors: domain errors, request validation, HTTP errors."""
+
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
         return problem_response(exc, request.url.path)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return problem_response(validation_problem(exc.errors()), request.url.path)
+        if on_invalid_request is not None:
+            on_invalid_request(getattr(request.scope.get("route"), "name", "unknown"))
+        return problem_response(validation_error(exc.errors()), request.url.path)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -131,7 +210,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
         return problem_response(problem, request.url.path)
 
-    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
@@ -147,12 +226,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = Problem(
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"request bodies are limited to {self.limit} bytes",
-        )
+        too_large = PayloadTooLarge(f"request bodies are limited to {self.limit} bytes")
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await problem_response(too_large, scope.get("path"))(scope, receive, send)
@@ -170,7 +244,7 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, send)
-        except Problem as exc:
+        except PayloadTooLarge as exc:
             if exc is not too_large:
                 raise
             await problem_response(too_large, scope.get("path"))(scope, receive, send)

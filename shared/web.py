@@ -7,35 +7,48 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import Any, Protocol
 
-import asyncpg
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
 
 from shared.auth import Authenticator
-from shared.db import create_pool
+from shared.db import Pool, create_pool
 from shared.kafka import Producer, ensure_topics, kafka_reachable, make_producer
 from shared.migrations import migrate
 from shared.observability import get_logger, health_router, setup_logging
-from shared.problems import BodySizeLimit, install_problem_handlers
+from shared.problems import BodySizeLimit, InvalidRequestObserver, install_problem_handlers
 from shared.security_headers import SecurityHeaders
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
-if TYPE_CHECKING:
-    Pool = asyncpg.Pool[Any]
-else:  # asyncpg's classes are not generic at runtime
-    Pool = asyncpg.Pool
+
+async def app_service(request: Request) -> Any:
+    """The service layer object the lifespan stored as ``app.state.service``; each
+    service's endpoints type it: ``ServiceDep = Annotated[XService, Depends(app_service)]``.
+    (async: FastAPI would run a plain ``def`` dependency in a worker thread.)"""
+    return request.app.state.service
 
 
-def _pool(request: Request) -> Pool:
-    pool: Pool = request.app.state.pool
-    return pool
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, or ``*``)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
-# The service's database pool, opened by its lifespan as ``app.state.pool``.
-PoolDep = Annotated[Pool, Depends(_pool)]
+def conditional_response(
+    body: bytes, etag: str, if_none_match: str | None, *, cache_control: str
+) -> Response:
+    """A JSON read with a strong ETag: 304 without a body when the client has it already."""
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -46,6 +59,7 @@ def build_app(
     settings: CommonSettings,
     lifespan: Lifespan,
     routers: Sequence[APIRouter],
+    on_invalid_request: InvalidRequestObserver | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title=title,
@@ -55,7 +69,7 @@ def build_app(
     app.state.settings = settings
     app.state.auth = Authenticator.from_settings(settings)
     app.state.readiness = {}
-    install_problem_handlers(app)
+    install_problem_handlers(app, on_invalid_request=on_invalid_request)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SecurityHeaders)
     app.include_router(health_router())
@@ -88,9 +102,9 @@ async def service_resources(
     migrations: Path,
     topics: Sequence[str],
 ) -> AsyncIterator[Resources]:
-    """Logging, migrations, the pool (``app.state.pool``), the topics, a started producer
-    and the readiness checks; on exit the workers stop (and close) before the producer
-    and the pool, in that order."""
+    """Logging, migrations, the pool, the topics, a started producer and the readiness
+    checks; on exit the workers stop (and close) before the producer and the pool, in
+    that order. The lifespan builds the service layer from these as ``app.state.service``."""
     setup_logging(settings.log_level, settings.log_json)
     dsn = settings.dsn(database)
     await migrate(dsn, migrations)
@@ -107,7 +121,7 @@ async def service_resources(
         async def kafka_ready() -> None:
             await kafka_reachable(producer)
 
-        app.state.pool = pool
+        app.state.pool = pool  # for tests and tools; requests go through app.state.service
         app.state.readiness = {"postgres": postgres_ready, "kafka": kafka_ready}
         yield Resources(dsn, pool, producer, workers)
     finally:

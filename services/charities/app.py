@@ -12,7 +12,8 @@ from starlette.middleware import Middleware
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.endpoints import TotalsFastPath, pages, router, static_files
-from services.charities.service import ResponseCache
+from services.charities.service import CharityService
+from shared import db
 from shared.events import TOPIC_LEDGER
 from shared.kafka import BatchConsumer
 from shared.observability import get_logger
@@ -34,7 +35,9 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
         async with service_resources(
             app, settings, database=settings.charities_db, migrations=MIGRATIONS, topics=[topic]
         ) as res:
-            app.state.totals_cache = ResponseCache(settings.totals_cache_seconds)
+            app.state.service = CharityService(
+                res.pool, totals_cache_seconds=settings.totals_cache_seconds
+            )
             if consume:
                 consumer = BatchConsumer(
                     bootstrap=settings.kafka_bootstrap,
@@ -43,6 +46,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                     handler=LedgerFolder(res.pool),
                     producer=res.producer,
                     max_records=settings.ledger_batch_max,
+                    handler_is_transient=db.is_transient,
                 )
                 await consumer.start()
                 res.workers.start("ledger-consumer", consumer)

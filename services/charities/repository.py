@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
-Db: TypeAlias = "asyncpg.Pool[Any] | asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+from shared.db import Conn
+
 Row: TypeAlias = asyncpg.Record
 
 # --- registry ------------------------------------------------------------------------
@@ -24,10 +24,10 @@ _BUMP_CLOCK = "UPDATE change_clock SET version = version + 1, changed_at = clock
 
 
 async def insert_charity(
-    db: Db, charity_id: uuid.UUID, name: str, registration_no: str | None
+    conn: Conn, charity_id: uuid.UUID, name: str, registration_no: str | None
 ) -> Row | None:
     """The new charity, or None when the registration number is already registered."""
-    row: Row | None = await db.fetchrow(
+    row: Row | None = await conn.fetchrow(
         f"""
         WITH created AS (
             INSERT INTO charity (charity_id, name, registration_no) VALUES ($1, $2, $3)
@@ -45,27 +45,29 @@ async def insert_charity(
     return row
 
 
-async def charity_by_registration_no(db: Db, registration_no: str) -> Row | None:
-    row: Row | None = await db.fetchrow(
+async def charity_by_registration_no(conn: Conn, registration_no: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
         f"SELECT {_CHARITY_COLUMNS} FROM charity WHERE registration_no = $1", registration_no
     )
     return row
 
 
-async def get_charity(db: Db, charity_id: uuid.UUID) -> Row | None:
-    row: Row | None = await db.fetchrow(
+async def get_charity(conn: Conn, charity_id: uuid.UUID) -> Row | None:
+    row: Row | None = await conn.fetchrow(
         f"SELECT {_CHARITY_COLUMNS} FROM charity WHERE charity_id = $1", charity_id
     )
     return row
 
 
-async def list_charities(db: Db, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[Row]:
+async def list_charities(
+    conn: Conn, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[Row]:
     if after is None:
-        return await db.fetch(
+        return await conn.fetch(
             f"SELECT {_CHARITY_COLUMNS} FROM charity ORDER BY created_at, charity_id LIMIT $1",
             limit,
         )
-    return await db.fetch(
+    return await conn.fetch(
         f"""
         SELECT {_CHARITY_COLUMNS} FROM charity
         WHERE (created_at, charity_id) > ($1, $2)
@@ -78,7 +80,7 @@ async def list_charities(db: Db, after: tuple[datetime, uuid.UUID] | None, limit
 
 
 async def insert_project(
-    db: Db,
+    conn: Conn,
     project_id: uuid.UUID,
     charity_id: uuid.UUID,
     name: str,
@@ -87,7 +89,7 @@ async def insert_project(
     goal_minor: int | None,
 ) -> Row | None:
     """The new project, or None when the charity already has a project of that name."""
-    row: Row | None = await db.fetchrow(
+    row: Row | None = await conn.fetchrow(
         f"""
         WITH created AS (
             INSERT INTO project (project_id, charity_id, name, description, currency, goal_minor)
@@ -109,8 +111,8 @@ async def insert_project(
     return row
 
 
-async def project_by_name(db: Db, charity_id: uuid.UUID, name: str) -> Row | None:
-    row: Row | None = await db.fetchrow(
+async def project_by_name(conn: Conn, charity_id: uuid.UUID, name: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
         f"SELECT {_PROJECT_COLUMNS} FROM project WHERE charity_id = $1 AND name = $2",
         charity_id,
         name,
@@ -118,15 +120,15 @@ async def project_by_name(db: Db, charity_id: uuid.UUID, name: str) -> Row | Non
     return row
 
 
-async def get_project(db: Db, project_id: uuid.UUID) -> Row | None:
-    row: Row | None = await db.fetchrow(
+async def get_project(conn: Conn, project_id: uuid.UUID) -> Row | None:
+    row: Row | None = await conn.fetchrow(
         f"SELECT {_PROJECT_COLUMNS} FROM project WHERE project_id = $1", project_id
     )
     return row
 
 
 async def list_projects(
-    db: Db,
+    conn: Conn,
     *,
     charity_id: uuid.UUID | None,
     status: str | None,
@@ -134,7 +136,7 @@ async def list_projects(
     limit: int,
 ) -> list[Row]:
     after_at, after_id = after if after is not None else (None, None)
-    return await db.fetch(
+    return await conn.fetch(
         f"""
         SELECT {_PROJECT_COLUMNS} FROM project
         WHERE ($1::uuid IS NULL OR charity_id = $1)
@@ -151,9 +153,9 @@ async def list_projects(
     )
 
 
-async def close_project(db: Db, project_id: uuid.UUID) -> Row | None:
+async def close_project(conn: Conn, project_id: uuid.UUID) -> Row | None:
     """The project after closing it (unchanged if it was closed already); None if unknown."""
-    row: Row | None = await db.fetchrow(
+    row: Row | None = await conn.fetchrow(
         f"""
         WITH closed AS (
             UPDATE project SET status = 'closed', closed_at = clock_timestamp()
@@ -255,9 +257,9 @@ SELECT count(*) FROM fresh
 """
 
 
-async def fold_entries(db: Db, entries: EntryColumns) -> int:
+async def fold_entries(conn: Conn, entries: EntryColumns) -> int:
     """Adds the entries not applied before to the totals; returns how many were new."""
-    applied: int = await db.fetchval(
+    applied: int = await conn.fetchval(
         _FOLD,
         entries.entry_id,
         entries.project_id,
@@ -273,15 +275,15 @@ async def fold_entries(db: Db, entries: EntryColumns) -> int:
 # --- reading totals --------------------------------------------------------------------
 
 
-async def clock(db: Db) -> Row:
-    row: Row | None = await db.fetchrow("SELECT version, changed_at FROM change_clock")
+async def clock(conn: Conn) -> Row:
+    row: Row | None = await conn.fetchrow("SELECT version, changed_at FROM change_clock")
     assert row is not None, "migration 0001 inserts the clock row"
     return row
 
 
-async def project_totals(db: Db, project_id: uuid.UUID) -> list[Row]:
+async def project_totals(conn: Conn, project_id: uuid.UUID) -> list[Row]:
     """The project's registry row joined with its total rows (one per currency seen)."""
-    return await db.fetch(
+    return await conn.fetch(
         """
         SELECT p.project_id AS registered, p.currency AS project_currency,
                p.created_at, t.*
@@ -293,9 +295,9 @@ async def project_totals(db: Db, project_id: uuid.UUID) -> list[Row]:
     )
 
 
-async def charity_totals(db: Db, charity_id: uuid.UUID) -> list[Row]:
+async def charity_totals(conn: Conn, charity_id: uuid.UUID) -> list[Row]:
     """Per currency sums over the charity's projects; seller_count counts each seller once."""
-    return await db.fetch(
+    return await conn.fetch(
         """
         WITH p AS (SELECT project_id FROM project WHERE charity_id = $1),
         sums AS (
@@ -320,9 +322,9 @@ async def charity_totals(db: Db, charity_id: uuid.UUID) -> list[Row]:
     )
 
 
-async def all_totals(db: Db) -> list[Row]:
+async def all_totals(conn: Conn) -> list[Row]:
     """Every registered project (zeros if nothing folded yet) and every total row."""
-    return await db.fetch(
+    return await conn.fetch(
         """
         SELECT coalesce(p.project_id, t.project_id) AS project_id,
                coalesce(t.currency, p.currency) AS currency,
@@ -344,9 +346,9 @@ async def all_totals(db: Db) -> list[Row]:
 
 
 async def daily_totals(
-    db: Db, project_id: uuid.UUID, currency: str, start: date, end: date
+    conn: Conn, project_id: uuid.UUID, currency: str, start: date, end: date
 ) -> list[Row]:
-    return await db.fetch(
+    return await conn.fetch(
         """
         SELECT day, donated_minor, reversed_minor, donation_count
         FROM project_daily

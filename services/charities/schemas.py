@@ -1,4 +1,4 @@
-"""Request and response bodies of the charities API (API.md, "charities service")."""
+"""Request and response bodies of the charities API: registry, pages, totals."""
 
 from __future__ import annotations
 

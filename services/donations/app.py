@@ -12,6 +12,7 @@ from services.donations.charities import CharitiesClient
 from services.donations.config import Settings
 from services.donations.consumer import build_consumer
 from services.donations.endpoints import router
+from services.donations.service import DonationService
 from shared.events import TOPICS
 from shared.observability import get_logger
 from shared.outbox import OutboxRelay
@@ -42,15 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
                 consumer = build_consumer(settings, res.pool, res.producer)
                 await consumer.start()
-                app.state.charities = charities
-                app.state.relay = relay
-                app.state.consumer = consumer
+                app.state.service = DonationService(res.pool, charities)
                 res.workers.start("donations-outbox-relay", relay)
                 res.workers.start("donations-consumer", consumer)
                 log.info("donations service started")
                 yield
             finally:
-                await res.workers.stop()
                 await charities.aclose()
         log.info("donations service stopped")
 

@@ -23,17 +23,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-import asyncpg
 import orjson
 from prometheus_client import Counter as PromCounter
 from pydantic import ValidationError
 
 from services.donations import repository
 from services.donations.config import Settings
-from services.donations.ledger import NewEntry, OrderEvent, plan_batch
+from services.donations.ledger import NewEntry, OrderMoneyEvent, plan_batch
+from shared import db
+from shared.db import Pool
 from shared.events import (
+    DONATION_RECORDED,
     ORDER_EVENT_TYPES,
     SCHEMA_VERSION,
     TOPIC_LEDGER,
@@ -68,16 +69,18 @@ def group_id(settings: Settings) -> str:
 
 
 @dataclass
-class ParsedBatch:
+class OrderEventBatch:
+    """A consumed batch after parsing: dead letters, events to apply, skipped tallies."""
+
     dead: list[DeadLetter] = field(default_factory=list)
-    events: list[OrderEvent] = field(default_factory=list)
+    events: list[OrderMoneyEvent] = field(default_factory=list)
     tally: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class LedgerHandler:
     """The batch handler; usable without a consumer (tests run it directly)."""
 
-    def __init__(self, pool: asyncpg.Pool[Any], ledger_topic: str) -> None:
+    def __init__(self, pool: Pool, ledger_topic: str) -> None:
         self._pool = pool
         self._ledger_topic = ledger_topic
         self.entries_recorded = 0
@@ -86,9 +89,9 @@ class LedgerHandler:
         """Both phases at once (tests and tools call it directly)."""
         return await self.apply(self.prepare(records))
 
-    def prepare(self, records: Sequence[Record]) -> ParsedBatch:
+    def prepare(self, records: Sequence[Record]) -> OrderEventBatch:
         """Parsing only (no I/O): runs while the previous batch is still being written."""
-        batch = ParsedBatch()
+        batch = OrderEventBatch()
         for record in records:
             parsed = _parse(record)
             if isinstance(parsed, DeadLetter):
@@ -100,7 +103,7 @@ class LedgerHandler:
                 batch.events.append(parsed)
         return batch
 
-    async def apply(self, batch: ParsedBatch) -> list[DeadLetter]:
+    async def apply(self, batch: OrderEventBatch) -> list[DeadLetter]:
         """The batch's one transaction: rules, prior ledger, entries, outbox."""
         dead, events, tally = batch.dead, batch.events, batch.tally
         plan_outcomes: Counter[tuple[str, str]] = Counter()
@@ -141,7 +144,7 @@ class LedgerHandler:
             payload = dumps(
                 {
                     "event_id": new_id(),
-                    "type": "donation.recorded",
+                    "type": DONATION_RECORDED,
                     "schema_version": SCHEMA_VERSION,
                     "occurred_at": at,
                     "entry": {
@@ -157,11 +160,11 @@ class LedgerHandler:
                     },
                 }
             )
-            messages.append(OutboxMessage(topic, "order", e.order_id, "donation.recorded", payload))
+            messages.append(OutboxMessage(topic, "order", e.order_id, DONATION_RECORDED, payload))
         return messages
 
 
-def _parse(record: Record) -> OrderEvent | tuple[str, str] | DeadLetter:
+def _parse(record: Record) -> OrderMoneyEvent | tuple[str, str] | DeadLetter:
     """An event to apply, the (type, outcome) of one to skip, or a dead letter."""
     raw: bytes | None = record.value
     if not raw:
@@ -190,12 +193,8 @@ def _short(exc: Exception) -> str:
     return text[:500]
 
 
-def _seller(event: OrderEvent) -> str:
+def _seller(event: OrderMoneyEvent) -> str:
     return event.order.seller_id if isinstance(event, OrderCompleted) else event.seller_id
-
-
-def _order_id(event: OrderEvent) -> str:
-    return event.order.order_id if isinstance(event, OrderCompleted) else event.order_id
 
 
 def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> None:
@@ -210,9 +209,7 @@ def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> 
         DONATED.labels(currency, kind).inc(amount)
 
 
-def build_consumer(
-    settings: Settings, pool: asyncpg.Pool[Any], producer: Producer
-) -> BatchConsumer:
+def build_consumer(settings: Settings, pool: Pool, producer: Producer) -> BatchConsumer:
     handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
     return BatchConsumer(
         bootstrap=settings.kafka_bootstrap,
@@ -221,4 +218,5 @@ def build_consumer(
         handler=handler,
         producer=producer,
         max_records=settings.consumer_max_records,
+        handler_is_transient=db.is_transient,
     )

@@ -27,7 +27,8 @@ from services.donations.rules import (
 )
 from shared.events import OrderCompleted, OrderRefunded
 
-OrderEvent = OrderCompleted | OrderRefunded
+# The order events that move money (a cancelled order never donated).
+OrderMoneyEvent = OrderCompleted | OrderRefunded
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ def _version(history: Sequence[RuleVersion], version: int) -> RuleVersion | None
 
 
 def plan_batch(
-    events: Sequence[OrderEvent],
+    events: Sequence[OrderMoneyEvent],
     histories: Mapping[str, Sequence[RuleVersion]],
     ledgers: dict[str, OrderLedger],
 ) -> BatchPlan:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from services.donations.ledger import NewEntry, OrderLedger
 from services.donations.rules import RuleVersion
-
-Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+from shared.db import Conn
 
 _RULE_COLUMNS = """seller_id, version, project_id, mode, amount_minor, basis_points, min_minor,
 max_minor, currency, active, effective_from"""

@@ -1,4 +1,4 @@
-"""Request and response bodies of the donations API (API.md, "donations service")."""
+"""Request and response bodies of the donations API: rules, statements, receipts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Use cases of the rule API: validation, the project check, versioning. No SQL, no HTTP.
+"""The donations service layer: the rule API's use cases (validation, the project check
+with the charities service, versioning) and the ledger reads. Owns the transactions and
+raises domain errors; no SQL, no HTTP.
 
 Donation arithmetic is in rules.py and the batch planning of the consumer in ledger.py.
 """
@@ -6,23 +8,60 @@ Donation arithmetic is in rules.py and the batch planning of the consumer in led
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
-import asyncpg
 
 from services.donations import repository
 from services.donations.charities import CharitiesClient, CharitiesUnavailable
 from services.donations.rules import RuleVersion
-from services.donations.schemas import RuleIn
-from shared.problems import Problem, unprocessable
+from services.donations.schemas import (
+    CurrencyTotalOut,
+    ReceiptEntryOut,
+    ReceiptOut,
+    RuleIn,
+    RuleOut,
+    RuleVersionsOut,
+    StatementEntryOut,
+    StatementOut,
+)
+from shared.auth import Principal, ensure_seller
+from shared.db import Pool
+from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
+from shared.problems import Invalid, NotFound, Unavailable
+
+_NEWEST = 2**31 - 1  # a rule version above every real one: the first page of versions
 
 
-def rule_errors(body: RuleIn) -> list[dict[str, str]]:
-    """What a mode requires and forbids, as problem ``errors`` entries (empty when valid)."""
-    errors: list[dict[str, str]] = []
+class RuleNotFound(NotFound):
+    def __init__(self, seller_id: str) -> None:
+        super().__init__("donation rule of seller", seller_id)
+
+
+class DonationNotFound(NotFound):
+    def __init__(self, order_id: str) -> None:
+        super().__init__("donation of order", order_id)
+
+
+class ProjectCheckUnavailable(Unavailable):
+    """The charities service could not say whether a rule's project exists (503)."""
+
+    title = "Charities service unavailable"
+
+
+def _position(cursor: str | None) -> int | None:
+    """The list position a cursor of this service holds (a ledger seq or a rule version)."""
+    if cursor is None:
+        return None
+    position = decode_cursor(cursor)
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        raise InvalidCursor()
+    return position
+
+
+def rule_errors(body: RuleIn) -> list[tuple[str, str]]:
+    """What a mode requires and forbids, as (field, message) pairs (empty when valid)."""
+    errors: list[tuple[str, str]] = []
 
     def error(field: str, message: str) -> None:
-        errors.append({"field": field, "message": message})
+        errors.append((field, message))
 
     if body.mode == "fixed":
         if body.amount_minor is None:
@@ -68,47 +107,149 @@ def _same_terms(a: RuleVersion, b: RuleVersion) -> bool:
     )
 
 
-async def set_rule(
-    pool: asyncpg.Pool[Any], charities: CharitiesClient, seller_id: str, body: RuleIn
-) -> RuleVersion:
-    """Records ``body`` as the seller's next rule version (or returns the current one if
-    it already says exactly this: a repeated PUT is not a change)."""
-    errors = rule_errors(body)
-    if errors:
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise Problem(422, "validation-error", "Validation failed", detail, errors=errors)
-    try:
-        project = await charities.project(body.project_id)
-    except CharitiesUnavailable as exc:
-        raise Problem(
-            503,
-            "unavailable",
-            "Charities service unavailable",
-            f"could not check project {body.project_id} with the charities service: {exc}",
-            headers={"Retry-After": "2"},
-        ) from exc
-    if project is None:
-        raise unprocessable("project_id", f"project {body.project_id} does not exist")
-    if not project.active:
-        raise unprocessable("project_id", f"project {body.project_id} is {project.status}")
-    async with pool.acquire() as conn, conn.transaction():
-        await repository.lock_seller_rule(conn, seller_id)
-        current = await repository.current_rule(conn, seller_id)
-        candidate = RuleVersion(
-            seller_id=seller_id,
-            version=current.version + 1 if current is not None else 1,
-            project_id=body.project_id,
-            mode=body.mode,
-            amount_minor=body.amount_minor,
-            basis_points=body.basis_points,
-            min_minor=body.min_minor,
-            max_minor=body.max_minor,
-            currency=project.currency,
-            active=body.active,
-            effective_from=datetime.now(UTC),  # replaced by the database clock
+def _rule_out(rule: RuleVersion) -> RuleOut:
+    return RuleOut(
+        seller_id=rule.seller_id,
+        version=rule.version,
+        project_id=rule.project_id,
+        mode=rule.mode,
+        amount_minor=rule.amount_minor,
+        basis_points=rule.basis_points,
+        min_minor=rule.min_minor,
+        max_minor=rule.max_minor,
+        currency=rule.currency,
+        active=rule.active,
+        effective_from=rule.effective_from,
+    )
+
+
+class DonationService:
+    """Seller rules and ledger reads, over this service's pool; rule changes check their
+    project with the charities service first."""
+
+    def __init__(self, pool: Pool, charities: CharitiesClient) -> None:
+        self._pool = pool
+        self._charities = charities
+
+    async def set_rule(self, principal: Principal, seller_id: str, body: RuleIn) -> RuleOut:
+        """Records ``body`` as the seller's next rule version, effective from now (database
+        time), or returns the current one if it already says exactly this (a repeated PUT
+        is not a change)."""
+        ensure_seller(principal, seller_id)
+        errors = rule_errors(body)
+        if errors:
+            raise Invalid(errors)
+        try:
+            project = await self._charities.project(body.project_id)
+        except CharitiesUnavailable as exc:
+            raise ProjectCheckUnavailable(
+                f"could not check project {body.project_id} with the charities service: {exc}"
+            ) from exc
+        if project is None:
+            raise Invalid([("project_id", f"project {body.project_id} does not exist")])
+        if not project.active:
+            raise Invalid([("project_id", f"project {body.project_id} is {project.status}")])
+        async with self._pool.acquire() as conn, conn.transaction():
+            await repository.lock_seller_rule(conn, seller_id)
+            current = await repository.current_rule(conn, seller_id)
+            candidate = RuleVersion(
+                seller_id=seller_id,
+                version=current.version + 1 if current is not None else 1,
+                project_id=body.project_id,
+                mode=body.mode,
+                amount_minor=body.amount_minor,
+                basis_points=body.basis_points,
+                min_minor=body.min_minor,
+                max_minor=body.max_minor,
+                currency=project.currency,
+                active=body.active,
+                effective_from=datetime.now(UTC),  # replaced by the database clock
+            )
+            if current is not None and _same_terms(current, candidate):
+                return _rule_out(current)
+            stored = await repository.insert_rule(
+                conn, candidate, current.effective_from if current is not None else None
+            )
+        return _rule_out(stored)
+
+    async def rule(self, principal: Principal, seller_id: str) -> RuleOut:
+        ensure_seller(principal, seller_id)
+        async with self._pool.acquire() as conn:
+            rule = await repository.current_rule(conn, seller_id)
+        if rule is None:
+            raise RuleNotFound(seller_id)
+        return _rule_out(rule)
+
+    async def rule_versions(
+        self, principal: Principal, seller_id: str, limit: int, cursor: str | None
+    ) -> RuleVersionsOut:
+        """All versions of the seller's rule, newest first (empty if never set)."""
+        ensure_seller(principal, seller_id)
+        before = _position(cursor)
+        async with self._pool.acquire() as conn:
+            rules = await repository.rule_versions(
+                conn, seller_id, before if before is not None else _NEWEST, limit + 1
+            )
+        page, more = split_page(rules, limit)
+        return RuleVersionsOut(
+            items=[_rule_out(r) for r in page],
+            next_cursor=encode_cursor(page[-1].version) if more else None,
         )
-        if current is not None and _same_terms(current, candidate):
-            return current
-        return await repository.insert_rule(
-            conn, candidate, current.effective_from if current is not None else None
+
+    async def statement(
+        self, principal: Principal, seller_id: str, limit: int, cursor: str | None
+    ) -> StatementOut:
+        """The seller's ledger entries, oldest first, and its net donation per currency
+        (one snapshot: the page and the totals agree)."""
+        ensure_seller(principal, seller_id)
+        after = _position(cursor) or 0
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            rows = await repository.seller_entries(conn, seller_id, after, limit + 1)
+            totals = await repository.seller_totals(conn, seller_id)
+        page, more = split_page(rows, limit)
+        return StatementOut(
+            items=[
+                StatementEntryOut(
+                    entry_id=r["entry_id"],
+                    order_id=r["order_id"],
+                    seller_id=r["seller_id"],
+                    project_id=r["project_id"],
+                    kind=r["kind"],
+                    amount_minor=r["amount_minor"],
+                    currency=r["currency"],
+                    rule_version=r["rule_version"],
+                    recorded_at=r["recorded_at"],
+                )
+                for r in page
+            ],
+            next_cursor=encode_cursor(page[-1]["seq"]) if more else None,
+            totals=[
+                CurrencyTotalOut(currency=t["currency"], net_minor=t["net_minor"]) for t in totals
+            ],
+        )
+
+    async def receipt(self, order_id: str) -> ReceiptOut:
+        """The public receipt of the donation an order made."""
+        async with self._pool.acquire() as conn:
+            rows = await repository.order_entries(conn, order_id)
+        if not rows:
+            raise DonationNotFound(order_id)
+        first = rows[0]
+        net = sum(r["amount_minor"] if r["kind"] == "accrual" else -r["amount_minor"] for r in rows)
+        return ReceiptOut(
+            order_id=order_id,
+            seller_id=first["seller_id"],
+            project_id=first["project_id"],
+            currency=first["currency"],
+            net_minor=net,
+            entries=[
+                ReceiptEntryOut(
+                    entry_id=r["entry_id"],
+                    kind=r["kind"],
+                    amount_minor=r["amount_minor"],
+                    rule_version=r["rule_version"],
+                    recorded_at=r["recorded_at"],
+                )
+                for r in rows
+            ],
         )

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from shared.problems import Conflict
+
 
 class OrderStatus(StrEnum):
     PLACED = "placed"
@@ -26,9 +28,13 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(Conflict):
+    """A move the state machine does not allow from ``current`` (409 naming it)."""
+
     def __init__(self, action: str, current: OrderStatus) -> None:
-        super().__init__(f"cannot {action} an order that is {current}")
+        super().__init__(
+            f"cannot {action} an order that is {current}", current_status=current.value
+        )
         self.action = action
         self.current = current
 

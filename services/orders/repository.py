@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
 
+from shared import outbox
+from shared.db import Conn
 from shared.outbox import OutboxMessage
-
-Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
 
 _ORDER_COLUMNS = """
 order_id, seller_id, buyer_ref, currency, total_minor, items, placed_at, status,
@@ -76,7 +76,7 @@ async def insert_order(conn: Conn, order: NewOrder) -> bool:
     return inserted is not None
 
 
-_INSERT_ONE_WITH_EVENT = """
+_INSERT_ONE_WITH_EVENT = f"""
 WITH created AS (
     INSERT INTO sales_order (order_id, seller_id, buyer_ref, currency, total_minor, items,
                              placed_at, status, completed_at, request_hash)
@@ -84,22 +84,19 @@ WITH created AS (
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id
 )
-INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload)
-SELECT $11, $12, order_id, $13, $14 FROM created
+{outbox.INSERT_INTO}
+SELECT $11, $12, $13, $14, $15 FROM created
 RETURNING id
 """
 
 
 async def insert_order_with_event(conn: Conn, order: NewOrder, event: OutboxMessage) -> bool:
-    """``insert_order`` and, if inserted, its outbox row: one statement, so one transaction
-    in one round trip (the hot path of single ingest; ``enqueue`` needs four)."""
+    """``insert_order`` and, if inserted, its outbox row (``shared.outbox``'s insert
+    folded into this statement): one transaction in one round trip, the hot path of single
+    ingest (``enqueue`` in a transaction needs four)."""
+    assert event.aggregate_id == order.order_id
     inserted = await conn.fetchval(
-        _INSERT_ONE_WITH_EVENT,
-        *_order_args(order),
-        event.topic,
-        event.aggregate_type,
-        event.type,
-        event.payload,
+        _INSERT_ONE_WITH_EVENT, *_order_args(order), *outbox.message_args(event)
     )
     return inserted is not None
 

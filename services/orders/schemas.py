@@ -1,14 +1,17 @@
-"""Request and response bodies of the orders API (API.md, "orders service")."""
+"""Request and response bodies of the orders API: orders, batches, moves and refunds."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 from shared.money import MAX_MINOR, Currency, MinorAmount
 
+# Most orders one batch request may carry (and most items one order may list).
+BATCH_MAX_ORDERS = 1000
+ORDER_MAX_ITEMS = 1000
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=KEY_PATTERN)]
 
@@ -21,6 +24,10 @@ def _to_utc(value: datetime) -> datetime:
 UtcTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Quantity = Annotated[int, Field(gt=0, le=1_000_000, strict=True)]
 PositiveAmount = Annotated[int, Field(gt=0, le=MAX_MINOR, strict=True)]
+# Responses write timestamps as ``datetime.isoformat`` does (``+00:00``, not ``Z``).
+IsoTimestamp = Annotated[
+    datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")
+]
 
 
 class OrderItem(BaseModel):
@@ -41,7 +48,7 @@ class OrderIn(BaseModel):
     buyer_ref: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     currency: Currency
     total_minor: MinorAmount
-    items: Annotated[list[OrderItem], Field(min_length=1, max_length=1000)]
+    items: Annotated[list[OrderItem], Field(min_length=1, max_length=ORDER_MAX_ITEMS)]
     placed_at: UtcTimestamp | None = None
     status: Literal["placed", "completed"] = "placed"
     completed_at: UtcTimestamp | None = None
@@ -54,7 +61,7 @@ class OrderIn(BaseModel):
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    orders: Annotated[list[OrderIn], Field(min_length=1, max_length=1000)]
+    orders: Annotated[list[OrderIn], Field(min_length=1, max_length=BATCH_MAX_ORDERS)]
 
 
 class BatchOut(BaseModel):
@@ -81,10 +88,10 @@ class OrderOut(BaseModel):
     currency: str
     total_minor: int
     items: list[OrderItem]
-    placed_at: datetime
+    placed_at: IsoTimestamp
     status: Literal["placed", "completed", "refunded", "cancelled"]
-    completed_at: datetime | None
-    cancelled_at: datetime | None
+    completed_at: IsoTimestamp | None
+    cancelled_at: IsoTimestamp | None
     refunded_minor: int
 
 
@@ -95,4 +102,4 @@ class RefundOut(BaseModel):
     refunded_total_minor: int
     currency: str
     status: Literal["completed", "refunded"]
-    created_at: datetime
+    created_at: IsoTimestamp

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import orjson
@@ -20,11 +20,13 @@ from prometheus_client import Counter
 from services.orders import domain
 from services.orders import repository as repo
 from services.orders.domain import FieldError, OrderStatus
-from services.orders.schemas import OrderIn, RefundIn
+from services.orders.schemas import OrderIn, OrderOut, RefundIn, RefundOut
 from shared.auth import Principal, ensure_seller
+from shared.db import Conn, Pool
 from shared.events import OrderCancelled, OrderCompleted, OrderRefunded, OrderSnapshot, encode
 from shared.events import OrderItem as EventItem
 from shared.outbox import OutboxMessage, enqueue
+from shared.problems import Conflict, Forbidden, Invalid, NotFound
 
 OUTCOMES = Counter(
     "gfg_orders_requests_total",
@@ -34,66 +36,80 @@ OUTCOMES = Counter(
 AGGREGATE_TYPE = "order"
 
 
-class OrderNotFound(Exception):
+class OrderNotFound(NotFound):
     def __init__(self, order_id: str) -> None:
-        super().__init__(order_id)
+        super().__init__("order", order_id)
         self.order_id = order_id
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(Conflict):
     """The same order_id / refund_id was used before with a different request."""
 
 
-class InvalidOrder(Exception):
+class InvalidOrder(Invalid):
     def __init__(self, errors: Sequence[FieldError]) -> None:
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
-        self.errors = list(errors)
+        super().__init__([(e.field, e.message) for e in errors])
+        self.field_errors = list(errors)
+
+
+def count_invalid_request(route_name: str) -> None:
+    """Counts a request refused by validation before it reached the service."""
+    OUTCOMES.labels(route_name, "invalid").inc()
+
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Stored(Generic[Item]):
+    """What a create returns: the stored item, and whether this request created it
+    (False: a retry of an earlier request, answered with what that one stored)."""
+
+    item: Item
     created: bool
-    body: dict[str, Any]
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def order_body(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "order_id": row["order_id"],
-        "seller_id": row["seller_id"],
-        "buyer_ref": row["buyer_ref"],
-        "currency": row["currency"],
-        "total_minor": row["total_minor"],
-        "items": row["items"],
-        "placed_at": row["placed_at"],
-        "status": row["status"],
-        "completed_at": row["completed_at"],
-        "cancelled_at": row["cancelled_at"],
-        "refunded_minor": row["refunded_minor"],
-    }
+def order_out(row: asyncpg.Record) -> OrderOut:
+    return OrderOut.model_validate(
+        {
+            "order_id": row["order_id"],
+            "seller_id": row["seller_id"],
+            "buyer_ref": row["buyer_ref"],
+            "currency": row["currency"],
+            "total_minor": row["total_minor"],
+            "items": row["items"],
+            "placed_at": row["placed_at"],
+            "status": row["status"],
+            "completed_at": row["completed_at"],
+            "cancelled_at": row["cancelled_at"],
+            "refunded_minor": row["refunded_minor"],
+        }
+    )
 
 
-def _new_order_body(new: repo.NewOrder, order: OrderIn) -> dict[str, Any]:
-    return {
-        "order_id": new.order_id,
-        "seller_id": new.seller_id,
-        "buyer_ref": new.buyer_ref,
-        "currency": new.currency,
-        "total_minor": new.total_minor,
-        "items": [item.model_dump() for item in order.items],
-        "placed_at": new.placed_at,
-        "status": new.status,
-        "completed_at": new.completed_at,
-        "cancelled_at": None,
-        "refunded_minor": 0,
-    }
+def _new_order_out(new: repo.NewOrder, order: OrderIn) -> OrderOut:
+    # Built from checked values without validating them again (the single-ingest hot path).
+    return OrderOut.model_construct(
+        order_id=new.order_id,
+        seller_id=new.seller_id,
+        buyer_ref=new.buyer_ref,
+        currency=new.currency,
+        total_minor=new.total_minor,
+        items=order.items,
+        placed_at=new.placed_at,
+        status=order.status,
+        completed_at=new.completed_at,
+        cancelled_at=None,
+        refunded_minor=0,
+    )
 
 
 class OrderService:
-    def __init__(self, pool: asyncpg.Pool[Any], *, topic: str, clock_skew: timedelta) -> None:
+    def __init__(self, pool: Pool, *, topic: str, clock_skew: timedelta) -> None:
         self._pool = pool
         self._topic = topic
         self._skew = clock_skew
@@ -165,8 +181,9 @@ class OrderService:
             payload=payload,
         )
 
-    async def create(self, order: OrderIn) -> Outcome:
-        """201 semantics when created; a retry of the same request returns the order."""
+    async def create(self, order: OrderIn, principal: Principal) -> Stored[OrderOut]:
+        """The new order; a retry of the same request returns the stored order."""
+        ensure_seller(principal, order.seller_id)
         try:
             new = self._prepare(order, _utcnow())
         except InvalidOrder:
@@ -180,7 +197,7 @@ class OrderService:
                 inserted = await repo.insert_order_with_event(conn, new, event)
             if inserted:
                 OUTCOMES.labels("create", "created").inc()
-                return Outcome(True, _new_order_body(new, order))
+                return Stored(_new_order_out(new, order), created=True)
             row = await repo.get_order(conn, new.order_id)
         assert row is not None  # orders are never deleted
         if bytes(row["request_hash"]) != new.request_hash:
@@ -190,10 +207,14 @@ class OrderService:
                 "an order_id can be posted only with the same content again"
             )
         OUTCOMES.labels("create", "duplicate").inc()
-        return Outcome(False, order_body(row))
+        return Stored(order_out(row), created=False)
 
-    async def create_batch(self, orders: Sequence[OrderIn]) -> int:
+    async def create_batch(self, orders: Sequence[OrderIn], principal: Principal) -> int:
         """All or nothing: every order is valid and new or an exact retry, or none is kept."""
+        denied = sorted({o.seller_id for o in orders if not principal.may_act_for(o.seller_id)})
+        if denied:
+            shown = ", ".join(map(repr, denied[:10]))
+            raise Forbidden(f"token may not act for seller(s) {shown}")
         now = _utcnow()
         errors: list[FieldError] = []
         prepared: list[repo.NewOrder] = []
@@ -202,7 +223,7 @@ class OrderService:
             try:
                 prepared.append(self._prepare(order, now, f"orders.{index}."))
             except InvalidOrder as exc:
-                errors += exc.errors
+                errors += exc.field_errors
             if order.order_id in seen:
                 errors.append(
                     FieldError(f"orders.{index}.order_id", "appears more than once in the batch")
@@ -236,17 +257,17 @@ class OrderService:
 
     # -- moves on an existing order ---------------------------------------------------
 
-    async def get(self, order_id: str, principal: Principal) -> dict[str, Any]:
+    async def get(self, order_id: str, principal: Principal) -> OrderOut:
         async with self._pool.acquire() as conn:
             row = await repo.get_order(conn, order_id)
         if row is None:
             raise OrderNotFound(order_id)
         ensure_seller(principal, row["seller_id"])
-        return order_body(row)
+        return order_out(row)
 
     async def complete(
         self, order_id: str, principal: Principal, completed_at: datetime | None
-    ) -> dict[str, Any]:
+    ) -> OrderOut:
         now = _utcnow()
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, order_id, principal)
@@ -255,7 +276,7 @@ class OrderService:
             except domain.IllegalTransition:
                 OUTCOMES.labels("complete", "illegal").inc()
                 raise
-            body = order_body(row)
+            body = order_out(row)
             if not transition.changed:
                 OUTCOMES.labels("complete", "duplicate").inc()
                 return body
@@ -283,9 +304,9 @@ class OrderService:
             )
             await enqueue(conn, [self._completed_message(new, row["items"])])
         OUTCOMES.labels("complete", "completed").inc()
-        return body | {"status": OrderStatus.COMPLETED.value, "completed_at": at}
+        return body.model_copy(update={"status": OrderStatus.COMPLETED.value, "completed_at": at})
 
-    async def cancel(self, order_id: str, principal: Principal) -> dict[str, Any]:
+    async def cancel(self, order_id: str, principal: Principal) -> OrderOut:
         now = _utcnow()
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, order_id, principal)
@@ -294,7 +315,7 @@ class OrderService:
             except domain.IllegalTransition:
                 OUTCOMES.labels("cancel", "illegal").inc()
                 raise
-            body = order_body(row)
+            body = order_out(row)
             if not transition.changed:
                 OUTCOMES.labels("cancel", "duplicate").inc()
                 return body
@@ -302,16 +323,20 @@ class OrderService:
             event = OrderCancelled(order_id=order_id, seller_id=row["seller_id"], occurred_at=now)
             await enqueue(conn, [self._message(order_id, event.type, encode(event))])
         OUTCOMES.labels("cancel", "cancelled").inc()
-        return body | {"status": OrderStatus.CANCELLED.value, "cancelled_at": now}
+        return body.model_copy(update={"status": OrderStatus.CANCELLED.value, "cancelled_at": now})
 
-    async def refund(self, order_id: str, principal: Principal, request: RefundIn) -> Outcome:
+    async def refund(
+        self, order_id: str, principal: Principal, request: RefundIn
+    ) -> Stored[RefundOut]:
         try:
             return await self._refund(order_id, principal, request)
         except asyncpg.UniqueViolationError:
             # The same refund_id raced in on another order: run again to see it and answer.
             return await self._refund(order_id, principal, request)
 
-    async def _refund(self, order_id: str, principal: Principal, request: RefundIn) -> Outcome:
+    async def _refund(
+        self, order_id: str, principal: Principal, request: RefundIn
+    ) -> Stored[RefundOut]:
         fingerprint = domain.request_hash({"order_id": order_id, **request.model_dump()})
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, order_id, principal)
@@ -325,7 +350,7 @@ class OrderService:
                         f"{previous['amount_minor']})"
                     )
                 OUTCOMES.labels("refund", "duplicate").inc()
-                return Outcome(False, _refund_body(previous))
+                return Stored(_refund_out(previous), created=False)
             try:
                 result = domain.refund(
                     OrderStatus(row["status"]),
@@ -361,20 +386,18 @@ class OrderService:
             )
             await enqueue(conn, [self._message(order_id, event.type, encode(event))])
         OUTCOMES.labels("refund", "refunded").inc()
-        return Outcome(
-            True,
-            {
-                "refund_id": request.refund_id,
-                "order_id": order_id,
-                "amount_minor": request.amount_minor,
-                "refunded_total_minor": result.refunded_total_minor,
-                "currency": row["currency"],
-                "status": result.status.value,
-                "created_at": created_at,
-            },
+        refund = RefundOut(
+            refund_id=request.refund_id,
+            order_id=order_id,
+            amount_minor=request.amount_minor,
+            refunded_total_minor=result.refunded_total_minor,
+            currency=row["currency"],
+            status=result.status.value,
+            created_at=created_at,
         )
+        return Stored(refund, created=True)
 
-    async def _locked(self, conn: repo.Conn, order_id: str, principal: Principal) -> asyncpg.Record:
+    async def _locked(self, conn: Conn, order_id: str, principal: Principal) -> asyncpg.Record:
         row = await repo.get_order(conn, order_id, for_update=True)
         if row is None:
             raise OrderNotFound(order_id)
@@ -382,14 +405,14 @@ class OrderService:
         return row
 
 
-def _refund_body(row: asyncpg.Record) -> dict[str, Any]:
+def _refund_out(row: asyncpg.Record) -> RefundOut:
     refunded_total = row["refunded_total_minor"]
-    return {
-        "refund_id": row["refund_id"],
-        "order_id": row["order_id"],
-        "amount_minor": row["amount_minor"],
-        "refunded_total_minor": refunded_total,
-        "currency": row["currency"],
-        "status": "refunded" if refunded_total == row["total_minor"] else "completed",
-        "created_at": row["created_at"],
-    }
+    return RefundOut(
+        refund_id=row["refund_id"],
+        order_id=row["order_id"],
+        amount_minor=row["amount_minor"],
+        refunded_total_minor=refunded_total,
+        currency=row["currency"],
+        status="refunded" if refunded_total == row["total_minor"] else "completed",
+        created_at=row["created_at"],
+    )

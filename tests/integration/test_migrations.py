@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from shared.migrations import MigrationError, apply_migrations
+from shared.migrations import MigrationError, apply_migrations, load_migrations
+from shared.outbox import BUCKETS
 from shared.settings import CommonSettings
 from tests.conftest import unique
 
@@ -80,3 +82,82 @@ async def test_each_service_migrates_twice_cleanly(
     first = await apply_migrations(scratch_schema, directory)
     assert first, "no migrations found"
     assert await apply_migrations(scratch_schema, directory) == []
+
+
+async def test_an_include_brings_a_kit_schema_and_counts_in_the_checksum(
+    scratch_schema: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    write(tmp_path, "0001_outbox.sql", "-- include: shared.outbox\n")
+    assert await apply_migrations(scratch_schema, tmp_path) == ["0001_outbox"]
+    assert await apply_migrations(scratch_schema, tmp_path) == []
+
+    await scratch_schema.execute(
+        "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload) "
+        "VALUES ('t', 'order', 'o-1', 'x', '\\x00')"
+    )
+    bucket = await scratch_schema.fetchval("SELECT bucket FROM outbox")
+    assert 0 <= bucket < BUCKETS
+    (migration,) = load_migrations(tmp_path)
+    assert "CREATE TABLE outbox" in migration.sql
+
+
+async def test_the_outbox_schema_refuses_a_table_with_another_bucket_count(
+    scratch_schema: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    await scratch_schema.execute(
+        "CREATE TABLE outbox (aggregate_id text, bucket smallint "
+        "GENERATED ALWAYS AS ((hashtext(aggregate_id) & 2147483647) % 8) STORED)"
+    )
+    write(tmp_path, "0001_outbox.sql", "-- include: shared.outbox\n")
+    with pytest.raises(asyncpg.RaiseError, match="BUCKETS changed"):
+        await apply_migrations(scratch_schema, tmp_path)
+
+
+async def test_a_superseded_checksum_is_accepted_and_replaced(
+    scratch_schema: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    old = "CREATE TABLE t (id int);\nCREATE TABLE moved (id int);\n"
+    write(tmp_path, "0001_t.sql", old)
+    await apply_migrations(scratch_schema, tmp_path)
+    old_checksum = hashlib.sha256(old.encode()).hexdigest()
+    write(tmp_path, "0001_t.sql", f"-- supersedes: {old_checksum}\nCREATE TABLE t (id int);\n")
+    write(tmp_path, "0002_moved.sql", "CREATE TABLE IF NOT EXISTS moved (id int);\n")
+
+    assert await apply_migrations(scratch_schema, tmp_path) == ["0002_moved"]
+    assert await apply_migrations(scratch_schema, tmp_path) == []
+    (first, _) = load_migrations(tmp_path)
+    recorded = await scratch_schema.fetchval(
+        "SELECT checksum FROM schema_migration WHERE version = 1"
+    )
+    assert recorded == first.checksum
+
+    write(tmp_path, "0001_t.sql", f"-- supersedes: {old_checksum}\nCREATE TABLE t (id bigint);\n")
+    with pytest.raises(MigrationError, match="other content"):
+        await apply_migrations(scratch_schema, tmp_path)
+
+
+@pytest.mark.parametrize("service", ["orders", "donations"])
+async def test_a_database_migrated_when_0001_held_the_outbox_still_migrates(
+    scratch_schema: asyncpg.Connection[Any], service: str
+) -> None:
+    """Databases of earlier versions recorded 0001_init with the outbox DDL inside it
+    (their checksum is the one 0001_init.sql says it supersedes) and have no 0002."""
+    directory = Path(__file__).parents[2] / "services" / service / "migrations"
+    first, *_ = load_migrations(directory)
+    (earlier,) = first.supersedes
+    await apply_migrations(scratch_schema, directory)
+    await scratch_schema.execute(
+        "UPDATE schema_migration SET checksum = $1 WHERE version = 1", earlier
+    )
+    await scratch_schema.execute("DELETE FROM schema_migration WHERE version > 1")
+
+    assert await apply_migrations(scratch_schema, directory) == ["0002_outbox"]
+    recorded = await scratch_schema.fetchval(
+        "SELECT checksum FROM schema_migration WHERE version = 1"
+    )
+    assert recorded == first.checksum
+    await scratch_schema.execute(
+        "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload) "
+        "VALUES ('t', 'order', 'o-1', 'x', '\\x00')"
+    )
+    assert await scratch_schema.fetchval("SELECT count(*) FROM outbox") == 1

@@ -13,17 +13,12 @@ from aiokafka import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.charities.service import (
-    Cached,
-    ResponseCache,
-    body_etag,
-    decode_cursor,
-    encode_cursor,
-    etag_matches,
-    parse_ledger,
-)
+from services.charities.consumer import parse_ledger
+from services.charities.service import Cached, ResponseCache, decode_cursor, encode_cursor
+from services.charities.totals import body_etag
 from shared.events import DonationRecorded, LedgerEntry, encode
-from shared.problems import Problem
+from shared.problems import DomainError as Problem
+from shared.web import etag_matches
 
 
 def _record(value: bytes | None, offset: int = 0) -> ConsumerRecord:

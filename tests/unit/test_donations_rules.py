@@ -9,7 +9,7 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.donations.ledger import NewEntry, OrderEvent, OrderLedger, plan_batch
+from services.donations.ledger import NewEntry, OrderLedger, OrderMoneyEvent, plan_batch
 from services.donations.rules import (
     OrderFacts,
     Outcome,
@@ -278,7 +278,7 @@ def refunded(order_id: str, refund_id: str, total: int, refunded_total: int) -> 
 
 def test_completed_then_refunded_in_one_batch() -> None:
     rule = make_rule(basis_points=100)
-    events: list[OrderEvent] = [
+    events: list[OrderMoneyEvent] = [
         completed("o1", 10_000),
         refunded("o1", "r1", 10_000, 4_000),
         refunded("o1", "r2", 10_000, 10_000),
@@ -314,7 +314,7 @@ def test_refund_without_donation_records_nothing() -> None:
 def test_any_split_and_any_redelivery_gives_the_same_ledger(
     rule: RuleVersion, orders: list[tuple[int, list[int]]], data: st.DataObject
 ) -> None:
-    events: list[OrderEvent] = []
+    events: list[OrderMoneyEvent] = []
     for n, (total, cuts) in enumerate(orders):
         events.append(completed(f"o{n}", total))
         for k, pct in enumerate(sorted(cuts)):

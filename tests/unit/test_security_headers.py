@@ -10,7 +10,7 @@ import pytest
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import HTMLResponse
 
-from shared.problems import MAX_BODY_BYTES, not_found
+from shared.problems import MAX_BODY_BYTES, NotFound
 from shared.security_headers import API_CSP, DOCS_CSP, PAGE_CSP
 from shared.settings import CommonSettings
 from shared.web import build_app
@@ -30,7 +30,7 @@ async def page() -> str:
 
 @router.get("/missing")
 async def missing() -> None:
-    raise not_found("thing", "x")
+    raise NotFound("thing", "x")
 
 
 @router.get("/own-policy")

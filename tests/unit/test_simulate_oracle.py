@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.donations import rules as service
-from services.donations.ledger import OrderEvent, plan_batch
+from services.donations.ledger import OrderMoneyEvent, plan_batch
 from shared.events import OrderCompleted, OrderItem, OrderRefunded, OrderSnapshot
 from tools.simulate import (
     OrderPlan,
@@ -181,7 +181,7 @@ def service_net(
     history: Sequence[Version], currency: str, total: int, placed_at: datetime, refunds: list[int]
 ) -> int:
     """The net the service's pure ledger planning gives after the same events."""
-    events: list[OrderEvent] = [
+    events: list[OrderMoneyEvent] = [
         OrderCompleted(
             order=OrderSnapshot(
                 order_id="o1",

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from shared import db
 from shared.kafka import BatchConsumer, Producer
 from shared.settings import CommonSettings
 
@@ -89,6 +90,7 @@ async def consume_timed(
         handler=timed,
         producer=producer,
         max_records=max_records,
+        handler_is_transient=db.is_transient,
     )
     await consumer.start()
     task = asyncio.create_task(consumer.run())

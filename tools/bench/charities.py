@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,16 +33,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.charities import service
 from services.charities.app import MIGRATIONS
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.schemas import CharityCreate, ProjectCreate
+from services.charities.service import CharityService
 from shared.db import create_pool
-from shared.events import TOPIC_LEDGER
+from shared.events import DONATION_RECORDED, TOPIC_LEDGER
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure, consume_timed, ensure_database
+from tools.bench import Figure, consume_timed, ensure_database, free_port
 
 DATABASE = "charities_bench"
 ENTRIES = 100_000
@@ -65,17 +64,17 @@ def _settings() -> Settings:
 
 async def _projects(pool: asyncpg.Pool[Any]) -> list[uuid.UUID]:
     """The bench's charity and projects, created once (their natural keys make it idempotent)."""
-    charity, _ = await service.create_charity(
-        pool, CharityCreate(name="Bench charity", registration_no="BENCH-CHARITY-1")
+    registry = CharityService(pool, totals_cache_seconds=0)
+    charity, _ = await registry.create_charity(
+        CharityCreate(name="Bench charity", registration_no="BENCH-CHARITY-1")
     )
     ids = []
     for n in range(PROJECTS):
-        project, _ = await service.create_project(
-            pool,
-            str(charity["charity_id"]),
+        project, _ = await registry.create_project(
+            str(charity.charity_id),
             ProjectCreate(name=f"bench project {n:03d}", currency="CNY", goal_minor=10_000_000),
         )
-        ids.append(project["project_id"])
+        ids.append(project.project_id)
     return ids
 
 
@@ -91,7 +90,7 @@ def _entries(projects: list[uuid.UUID]) -> list[tuple[bytes, bytes, uuid.UUID, b
         order_id = f"bench-{uuid.uuid4().hex[:16]}"
         event = {
             "event_id": str(uuid.uuid4()),
-            "type": "donation.recorded",
+            "type": DONATION_RECORDED,
             "schema_version": 1,
             "occurred_at": datetime.now(UTC).isoformat(),
             "entry": {
@@ -187,13 +186,6 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
     return [Figure("charities.fold_entries_per_s", ENTRIES / seconds, "entries/s")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -243,7 +235,7 @@ async def _httpx_load(url: str, headers: dict[str, str], status: int) -> tuple[f
 
 
 async def bench_http(settings: Settings) -> list[Figure]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GFG_CHARITIES_DB": DATABASE,

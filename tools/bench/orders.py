@@ -29,7 +29,7 @@ from services.orders.app import MIGRATIONS
 from services.orders.config import Settings
 from shared.auth import Role, issue_token
 from shared.db import create_pool
-from shared.events import TOPIC_ORDERS
+from shared.events import ORDER_COMPLETED, TOPIC_ORDERS
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import OutboxRelay
@@ -260,13 +260,13 @@ async def _bench_relay(settings: Settings, dsn: str) -> list[Figure]:
             payload = orjson.dumps(
                 {
                     "event_id": str(uuid.uuid4()),
-                    "type": "order.completed",
+                    "type": ORDER_COMPLETED,
                     "schema_version": 1,
                     "occurred_at": "2025-11-11T00:05:00Z",
                     "order": snapshot | {"order_id": order_id},
                 }
             )
-            records.append((topic, "order", order_id, "order.completed", payload))
+            records.append((topic, "order", order_id, ORDER_COMPLETED, payload))
         async with pool.acquire() as conn:
             await conn.copy_records_to_table(
                 "outbox",

@@ -1,3 +1,6 @@
+-- supersedes: 3fafa36196fa42599eae2ed29aadcfa4c034162f69b0fa315047debf912b4678
+--   (that version also created the outbox, which 0002_outbox.sql now includes from
+--   shared.outbox; a database migrated with it has the same tables.)
 -- Seller rules: every change is a new row; the version in effect at an order's
 -- placed_at is the latest one with effective_from <= placed_at.
 CREATE TABLE donation_rule (
@@ -38,25 +41,3 @@ CREATE TABLE ledger_entry (
     UNIQUE (order_id, event_key)
 );
 CREATE INDEX ledger_entry_seller_seq ON ledger_entry (seller_id, seq);
-
-CREATE TABLE outbox (
-    id             bigserial   PRIMARY KEY,
-    topic          text        NOT NULL,
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
-    type           text        NOT NULL,
-    payload        bytea       NOT NULL,
-    bucket         smallint    NOT NULL
-        GENERATED ALWAYS AS ((hashtext(aggregate_id) & 2147483647) % 16) STORED,
-    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX outbox_bucket_id ON outbox (bucket, id);
-
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('outbox', '');
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();

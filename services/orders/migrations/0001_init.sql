@@ -1,4 +1,7 @@
--- Orders, their refunds, and the transactional outbox (shared.outbox DDL).
+-- supersedes: 29e8b1fec08d188d630ceb5c49f2ea0bb27e19531947fcdbe97eb6dacf160974
+--   (that version also created the outbox, which 0002_outbox.sql now includes from
+--   shared.outbox; a database migrated with it has the same tables.)
+-- Orders and their refunds.
 CREATE TABLE sales_order (
     order_id       text        PRIMARY KEY,
     seller_id      text        NOT NULL,
@@ -28,26 +31,3 @@ CREATE TABLE order_refund (
     created_at           timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX order_refund_order ON order_refund (order_id);
-
-CREATE TABLE outbox (
-    id             bigserial   PRIMARY KEY,
-    topic          text        NOT NULL,
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
-    type           text        NOT NULL,
-    payload        bytea       NOT NULL,
-    bucket         smallint    NOT NULL
-        GENERATED ALWAYS AS ((hashtext(aggregate_id) & 2147483647) % 16) STORED,
-    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX outbox_bucket_id ON outbox (bucket, id);
-
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('outbox', '');
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();

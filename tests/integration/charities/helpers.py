@@ -10,9 +10,9 @@ from typing import Literal
 import httpx
 
 from services.charities import repository
+from shared.db import Pool
 from shared.events import DonationRecorded, LedgerEntry, encode
 from shared.kafka import Producer
-from shared.web import Pool
 from tests.conftest import bearer, unique
 
 
@@ -59,7 +59,8 @@ async def fold_directly(pool: Pool, events: list[DonationRecorded]) -> int:
         amount_minor=[e.amount_minor for e in entries],
         recorded_at=[e.recorded_at for e in entries],
     )
-    return await repository.fold_entries(pool, columns)
+    async with pool.acquire() as conn:
+        return await repository.fold_entries(conn, columns)
 
 
 async def new_project(

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.donations.consumer import LedgerHandler
-from shared.db import create_pool
+from shared.db import create_pool, is_transient
 from shared.events import DLQ_SUFFIX, TOPIC_LEDGER
 from shared.kafka import BatchConsumer, Record, ensure_topics, make_producer
 from shared.money import apply_basis_points
@@ -96,6 +96,7 @@ async def test_a_restart_before_the_offset_commit_gives_the_same_ledger(
             group_id=group,
             handler=handler.handle,
             producer=producer,
+            handler_is_transient=is_transient,
         )
         await second.start()
         try:

@@ -1,0 +1,2 @@
+-- The transactional outbox (table, index, NOTIFY trigger), as shared.outbox defines it.
+-- include: shared.outbox

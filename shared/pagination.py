@@ -1,0 +1,42 @@
+"""Keyset pagination: opaque list cursors and the ``limit + 1`` page split.
+
+A cursor is the position of the last item of a page (JSON, base64url without padding);
+a list reads ``limit + 1`` rows after it, and the extra row only says whether there is a
+next page. A cursor this module did not write is a 422 on the ``cursor`` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import orjson
+
+from shared.problems import Invalid
+
+Row = TypeVar("Row")
+
+
+class InvalidCursor(Invalid):
+    def __init__(self) -> None:
+        super().__init__([("cursor", "not a cursor returned by this list")])
+
+
+def encode_cursor(position: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Any:
+    """The position ``encode_cursor`` wrote; ``InvalidCursor`` for anything else (callers
+    that check the position's shape raise it too)."""
+    try:
+        return orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise InvalidCursor() from exc
+
+
+def split_page(rows: Sequence[Row], limit: int) -> tuple[Sequence[Row], bool]:
+    """Rows fetched with ``limit + 1``: the page, and whether more rows follow."""
+    return rows[:limit], len(rows) > limit
