@@ -10,9 +10,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.donations import repository
 from services.donations.ledger import NewEntry
+from shared.events import DLQ_SUFFIX, TOPICS
 from shared.settings import CommonSettings
 from shared.tlog.checkpoint import Checkpoint, open_checkpoint
 from shared.tlog.hashing import append_leaves, leaf_hashes, root_from_peaks, stored_hash_count
@@ -35,6 +37,20 @@ async def drop_database(settings: CommonSettings, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def delete_topics(settings: CommonSettings) -> None:
+    """Deletes the service topics (and dead-letter topics) of a test's own prefix."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = [settings.topic(t) for t in TOPICS]
+        existing = set(await admin.list_topics())
+        doomed = [t for t in topics + [t + DLQ_SUFFIX for t in topics] if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 async def check_stored_log(db: asyncpg.Connection[Any]) -> int:

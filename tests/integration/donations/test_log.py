@@ -17,13 +17,12 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.donations.app import create_app
 from services.donations.config import Settings
 from services.donations.consumer import LedgerHandler
 from shared.db import connect, create_pool
-from shared.events import DLQ_SUFFIX, TOPIC_LEDGER, TOPIC_ORDERS, TOPICS
+from shared.events import TOPIC_LEDGER, TOPIC_ORDERS
 from shared.kafka import Producer, Record, make_producer
 from shared.tlog.checkpoint import open_checkpoint
 from shared.tlog.hashing import EMPTY_ROOT, leaf_hash, leaf_hashes, merkle_root
@@ -34,6 +33,7 @@ from tests.integration.donations.conftest import Donations, create_project, publ
 from tests.integration.donations.log_support import (
     b64d,
     check_stored_log,
+    delete_topics,
     drop_database,
     fresh_database,
     served_checkpoint,
@@ -56,15 +56,7 @@ async def log_donations(charities_url: str) -> AsyncIterator[Donations]:
         async with serve(create_app(settings)) as url:
             yield Donations(url, charities_url, settings)
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            topics = [settings.topic(t) for t in TOPICS]
-            await admin.delete_topics(topics + [t + DLQ_SUFFIX for t in topics])
-        except Exception:  # topics a run never made; nothing to clean
-            pass
-        finally:
-            await admin.close()
+        await delete_topics(settings)
         await drop_database(settings, settings.donations_db)
 
 
