@@ -47,8 +47,9 @@ def _uuid(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def entry_leaf(row: Row) -> bytes:
-    """The leaf of a ledger entry, from its row (``repository.ledger_leaf_rows``)."""
+def entry_leaf(row: Row, recorded_at: str | None = None) -> bytes:
+    """The leaf of a ledger entry, from its row (``repository.ledger_leaf_rows``);
+    ``recorded_at`` is the row's time already formatted, if the caller has it."""
     kind: str = row["kind"]
     match = kind in MATCH_KINDS
     return canonical_json(
@@ -63,7 +64,7 @@ def entry_leaf(row: Row) -> bytes:
             "rule_version": None if match else row["rule_version"],
             "campaign_id": _uuid(row["campaign_id"]) if match else None,
             "order_commitment": order_commitment(row["order_id"], bytes(row["salt"])),
-            "recorded_at": format_time(row["recorded_at"]),
+            "recorded_at": recorded_at or format_time(row["recorded_at"]),
         }
     )
 
@@ -83,14 +84,27 @@ def posting_leaf(row: Row) -> bytes:
     )
 
 
+def entry_leaves(rows: Sequence[Row]) -> dict[str, bytes]:
+    """``entry_leaf`` of each row by seq, formatting each distinct time once (the entries
+    of one consumed batch share their recorded_at)."""
+    times: dict[datetime, str] = {}
+    out: dict[str, bytes] = {}
+    for row in rows:
+        at = row["recorded_at"]
+        text = times.get(at)
+        if text is None:
+            text = times[at] = format_time(at)
+        out[str(row["seq"])] = entry_leaf(row, text)
+    return out
+
+
 class LedgerLeaves:
     """The sequencer's source of ledger entry leaves (record key: the entry's seq)."""
 
     table = LEDGER_TABLE
 
     async def leaves(self, conn: Conn, keys: Sequence[str]) -> dict[str, bytes]:
-        rows = await repository.ledger_leaf_rows(conn, [int(k) for k in keys])
-        return {str(r["seq"]): entry_leaf(r) for r in rows}
+        return entry_leaves(await repository.ledger_leaf_rows(conn, [int(k) for k in keys]))
 
 
 # The record tables of the donations log; a postings table adds its source here.
