@@ -36,7 +36,7 @@ def format_time(at: datetime) -> str:
     """RFC 3339 in UTC, microseconds always present, ``Z``."""
     if at.tzinfo is None:
         raise ValueError("a log timestamp must be timezone-aware")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def order_commitment(order_id: str, salt: bytes) -> str:
