@@ -190,11 +190,12 @@ async def seller_totals(conn: Conn, seller_id: str) -> list[asyncpg.Record]:
 # The salt of an order is made once, by the first batch that logs one of its entries:
 # 16 bytes of SHA-256 over two random UUIDs (PostgreSQL's strong random source). The
 # salts made now come back through RETURNING (the statement's snapshot cannot see them).
-# campaign_id: NULL until the ledger has the column (then: ``e.campaign_id``).
+# UUIDs come as text (as the leaves write them). campaign_id: NULL until the ledger has
+# the column (then: ``campaign_id::text``).
 _LEDGER_LEAF_ROWS = """
 WITH e AS (
-    SELECT seq, entry_id, order_id, kind, amount_minor, currency, project_id, seller_id,
-           rule_version, NULL::uuid AS campaign_id, recorded_at
+    SELECT seq, entry_id::text, order_id, kind, amount_minor, currency, project_id::text,
+           seller_id, rule_version, NULL::text AS campaign_id, recorded_at
     FROM ledger_entry WHERE seq = ANY($1::bigint[])
 ), made AS (
     INSERT INTO order_salt (order_id, salt)
