@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from services.donations.schemas import ReceiptOut, RuleIn, RuleOut, RuleVersionsOut, StatementOut
+from services.donations.schemas import (
+    OrderProofOut,
+    ReceiptOut,
+    RuleIn,
+    RuleOut,
+    RuleVersionsOut,
+    StatementOut,
+)
 from services.donations.service import DonationService
 from shared.auth import Principal, Role, require
 from shared.web import app_service
@@ -62,3 +69,10 @@ async def get_statement(
 async def get_receipt(order_id: OrderId, service: ServiceDep) -> ReceiptOut:
     """Public receipt of the donation an order made (404 if it made none)."""
     return await service.receipt(order_id)
+
+
+@router.get("/orders/{order_id}/donation/proof")
+async def get_proof(order_id: OrderId, service: ServiceDep) -> OrderProofOut:
+    """The order's entries in the donations transparency log, with inclusion proofs
+    against one signed checkpoint (404 if it made no donation, 503 until logged)."""
+    return await service.order_proof(order_id)

@@ -183,3 +183,44 @@ async def seller_entries(
 
 async def seller_totals(conn: Conn, seller_id: str) -> list[asyncpg.Record]:
     return list(await conn.fetch(_SELLER_TOTALS, seller_id))
+
+
+# --- transparency log -----------------------------------------------------------------
+
+# The salt of an order is made once, by the first batch that logs one of its entries:
+# 16 bytes of SHA-256 over two random UUIDs (PostgreSQL's strong random source). The
+# salts made now come back through RETURNING (the statement's snapshot cannot see them).
+# UUIDs come as text (as the leaves write them). campaign_id: NULL until the ledger has
+# the column (then: ``campaign_id::text``).
+_LEDGER_LEAF_ROWS = """
+WITH e AS (
+    SELECT seq, entry_id::text, order_id, kind, amount_minor, currency, project_id::text,
+           seller_id, rule_version, NULL::text AS campaign_id, recorded_at
+    FROM ledger_entry WHERE seq = ANY($1::bigint[])
+), made AS (
+    INSERT INTO order_salt (order_id, salt)
+    SELECT o.order_id,
+           substring(sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))
+                     FROM 1 FOR 16)
+    FROM (SELECT DISTINCT order_id FROM e) AS o
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING order_id, salt
+)
+SELECT e.*, coalesce(made.salt, s.salt) AS salt
+FROM e LEFT JOIN made USING (order_id) LEFT JOIN order_salt AS s USING (order_id)
+"""
+_ORDER_LOG_RECORDS = """
+SELECT l.seq, l.entry_id, s.salt
+FROM ledger_entry AS l LEFT JOIN order_salt AS s USING (order_id)
+WHERE l.order_id = $1 ORDER BY l.seq
+"""
+
+
+async def ledger_leaf_rows(conn: Conn, seqs: Sequence[int]) -> list[asyncpg.Record]:
+    """The columns of the entries' leaves with their orders' salts (made if missing)."""
+    return list(await conn.fetch(_LEDGER_LEAF_ROWS, seqs))
+
+
+async def order_log_records(conn: Conn, order_id: str) -> list[asyncpg.Record]:
+    """The order's entries (seq, entry_id) and its salt (null before its first leaf)."""
+    return list(await conn.fetch(_ORDER_LOG_RECORDS, order_id))

@@ -86,3 +86,19 @@ class StatementOut(BaseModel):
     items: list[StatementEntryOut]
     next_cursor: str | None
     totals: list[CurrencyTotalOut]
+
+
+class OrderProofEntryOut(BaseModel):
+    entry_id: uuid.UUID
+    leaf_index: int
+    leaf_b64: str
+    inclusion_proof: list[str]
+
+
+class OrderProofOut(BaseModel):
+    """An order's log entries, each with its inclusion proof against ``checkpoint``."""
+
+    order_id: str
+    order_salt: str
+    checkpoint: str
+    entries: list[OrderProofEntryOut]

@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 
 from services.donations import repository
 from services.donations.charities import CharitiesClient, CharitiesUnavailable
+from services.donations.log import LEDGER_TABLE
 from services.donations.rules import RuleVersion
 from services.donations.schemas import (
     CurrencyTotalOut,
+    OrderProofEntryOut,
+    OrderProofOut,
     ReceiptEntryOut,
     ReceiptOut,
     RuleIn,
@@ -26,6 +29,8 @@ from shared.auth import Principal, ensure_seller
 from shared.db import Pool
 from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
 from shared.problems import Invalid, NotFound, Unavailable
+from shared.tlog import store
+from shared.tlog.api import LogReader, b64
 
 _NEWEST = 2**31 - 1  # a rule version above every real one: the first page of versions
 
@@ -38,6 +43,19 @@ class RuleNotFound(NotFound):
 class DonationNotFound(NotFound):
     def __init__(self, order_id: str) -> None:
         super().__init__("donation of order", order_id)
+
+
+class ProofNotReady(Unavailable):
+    """The order has entries the served checkpoint does not cover yet (503, retry in 1 s:
+    the sequencer signs a checkpoint within a second of new entries)."""
+
+    title = "Donation not in the log yet"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            f"the donation of order {order_id!r} is not in the log's checkpoint yet",
+            retry_after=1,
+        )
 
 
 class ProjectCheckUnavailable(Unavailable):
@@ -127,9 +145,10 @@ class DonationService:
     """Seller rules and ledger reads, over this service's pool; rule changes check their
     project with the charities service first."""
 
-    def __init__(self, pool: Pool, charities: CharitiesClient) -> None:
+    def __init__(self, pool: Pool, charities: CharitiesClient, log: LogReader) -> None:
         self._pool = pool
         self._charities = charities
+        self._log = log
 
     async def set_rule(self, principal: Principal, seller_id: str, body: RuleIn) -> RuleOut:
         """Records ``body`` as the seller's next rule version, effective from now (database
@@ -251,5 +270,37 @@ class DonationService:
                     recorded_at=r["recorded_at"],
                 )
                 for r in rows
+            ],
+        )
+
+    async def order_proof(self, order_id: str) -> OrderProofOut:
+        """Every log entry of the order, each with its inclusion proof against one signed
+        checkpoint: 404 if the order has no entry, 503 (Retry-After) while any of its
+        entries is not covered by the served checkpoint yet."""
+        checkpoint = await self._log.checkpoint()
+        async with self._pool.acquire() as conn:
+            records = await repository.order_log_records(conn, order_id)
+            if not records:
+                raise DonationNotFound(order_id)
+            keys = [str(r["seq"]) for r in records]
+            leaves = await store.record_leaves(conn, LEDGER_TABLE, keys)
+            if records[0]["salt"] is None or any(
+                k not in leaves or leaves[k][0] >= checkpoint.size for k in keys
+            ):
+                raise ProofNotReady(order_id)
+            indexes = [leaves[k][0] for k in keys]
+            proofs = await self._log.inclusion_proofs(conn, checkpoint.size, indexes)
+        return OrderProofOut(
+            order_id=order_id,
+            order_salt=bytes(records[0]["salt"]).hex(),
+            checkpoint=checkpoint.note.decode("utf-8"),
+            entries=[
+                OrderProofEntryOut(
+                    entry_id=r["entry_id"],
+                    leaf_index=leaves[k][0],
+                    leaf_b64=b64(leaves[k][1]),
+                    inclusion_proof=[b64(h) for h in proof],
+                )
+                for r, k, proof in zip(records, keys, proofs, strict=True)
             ],
         )
