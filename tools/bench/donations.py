@@ -69,7 +69,7 @@ async def _prepare_database(settings: Settings) -> None:
     await migrate(settings.dsn(DATABASE), MIGRATIONS)
     conn = await asyncpg.connect(settings.dsn(DATABASE))
     try:
-        await conn.execute("TRUNCATE ledger_entry, outbox, donation_rule")
+        await conn.execute("TRUNCATE ledger_entry, log_pending, outbox, donation_rule")
         rng = random.Random(11)
         rows = []
         for n in range(SELLERS):
