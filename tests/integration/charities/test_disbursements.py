@@ -20,6 +20,7 @@ from shared.kafka import Producer
 from tests.conftest import bearer, unique
 from tests.integration.charities.helpers import new_project
 from tests.support import eventually, serve
+from tools.reconcile import reconcile_funds
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -357,3 +358,42 @@ async def test_retries_are_idempotent_and_another_body_conflicts(
     body_totals = await totals(client, project_id)
     assert (body_totals["disbursed_minor"], body_totals["available_minor"]) == (150, 0)
     assert (await totals(client, other_project))["disbursed_minor"] == 0
+
+
+async def test_reconcile_names_broken_funds_rules(
+    client: httpx.AsyncClient,
+    ledger_producer: Producer,
+    ledger_topic: str,
+    charities_settings: Settings,
+    charities_app: FastAPI,
+    admin: dict[str, str],
+) -> None:
+    _, project_id, _ = await funded_project(client, ledger_producer, ledger_topic, [100, 100])
+    created = await client.post(
+        f"/v1/projects/{project_id}/disbursements", json=disbursement(150), headers=admin
+    )
+    assert created.status_code == 201, created.text
+    disbursement_id = created.json()["disbursement_id"]
+    assert (
+        await reconcile_funds(charities_settings, charities_settings.charities_db, [project_id])
+        == []
+    )
+
+    pool: Pool = charities_app.state.service._pool
+    async with pool.acquire() as conn:  # a second allocation row from nowhere
+        entry_id = await conn.fetchval(
+            "SELECT entry_id FROM ledger_entry WHERE project_id = $1 AND allocated_minor = 50",
+            uuid.UUID(project_id),
+        )
+        await conn.execute(
+            "UPDATE allocation SET amount_minor = amount_minor + 60 WHERE entry_id = $1",
+            entry_id,
+        )
+    differences = await reconcile_funds(
+        charities_settings, charities_settings.charities_db, [project_id]
+    )
+    assert differences == [
+        f"disbursement {disbursement_id}: amount 150, allocations sum to 210 in 2 rows"
+        " (allocations_count 2)",
+        f"entry {entry_id}: allocatable 100, allocated 50, allocations sum to 110",
+    ]
