@@ -212,6 +212,12 @@ async def dashboard() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@pages.get("/projects/{project_id}")
+async def project_page(project_id: str) -> FileResponse:
+    """A project's page (its script reads the id from the path)."""
+    return FileResponse(STATIC_DIR / "project.html", headers={"Cache-Control": "no-cache"})
+
+
 def static_files() -> StaticFiles:
     return StaticFiles(directory=STATIC_DIR)
 
