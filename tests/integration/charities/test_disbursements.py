@@ -304,3 +304,45 @@ async def test_reconcile_names_broken_funds_rules(
         " (allocations_count 2)",
         f"entry {entry_id}: allocatable 100, allocated 50, allocations sum to 110",
     ]
+
+
+async def test_reversals_reduce_what_a_posting_makes_allocatable(
+    client: httpx.AsyncClient, ledger_producer: Producer, ledger_topic: str, admin: dict[str, str]
+) -> None:
+    _, project_id = await new_project(client)
+    order = unique("order")
+    campaign = str(uuid.uuid4())
+    later = T0 + timedelta(hours=1)
+    await send(
+        ledger_producer,
+        ledger_topic,
+        [
+            recorded(project_id, order, 100),
+            recorded(project_id, order, 50, kind="match", campaign_id=campaign),
+            recorded(project_id, order, 30, kind="reversal", recorded_at=later),
+            recorded(
+                project_id,
+                order,
+                20,
+                kind="match_reversal",
+                campaign_id=campaign,
+                recorded_at=later,
+            ),
+            posted(project_id, order, 70, T0 + timedelta(days=8)),
+        ],
+    )
+    await eventually(lambda: totals(client, project_id), lambda b: b["posted_minor"] > 0)
+    body = await totals(client, project_id)
+    assert body["posted_minor"] == 100  # 100 - 30 of the seller's, 50 - 20 matched
+    too_much = await client.post(
+        f"/v1/projects/{project_id}/disbursements", json=disbursement(101), headers=admin
+    )
+    assert too_much.status_code == 422
+    everything = await client.post(
+        f"/v1/projects/{project_id}/disbursements", json=disbursement(100), headers=admin
+    )
+    assert everything.json()["allocations_count"] == 2
+    trace = (await client.get(f"/v1/orders/{order}/trace")).json()
+    assert (trace["net_minor"], trace["matched_minor"]) == (70, 30)
+    assert sorted(a["amount_minor"] for a in trace["allocations"]) == [30, 70]
+    assert trace["unallocated_minor"] == 0
