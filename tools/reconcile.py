@@ -7,6 +7,9 @@
    entries.
 2. ledger → totals: every project's charities totals (donated, reversed, net, donation
    and seller counts) equal the sums of its ledger entries.
+3. charities funds (its own tables only): per project, disbursed ≤ posted and the
+   disbursed total equals its disbursements; each disbursement's allocations sum to its
+   amount; no entry is allocated beyond what its posting made allocatable.
 
 Run it once the pipeline has drained (``--wait`` retries until clean or the deadline).
 ``--seller-prefix`` limits it to one simulation's sellers and their projects. Exit 1 on
@@ -182,7 +185,58 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
                 f"project {project_id}: ledger (donated, reversed, donations, sellers) = "
                 f"{derived}, charities totals = {reported}"
             )
+    report.differences += await reconcile_funds(settings, dbs["charities"], projects)
     return report
+
+
+# Each row is one broken rule: (what, key, detail). Set-based, over all projects given.
+_FUNDS_CHECKS = """
+WITH p AS (SELECT unnest($1::uuid[]) AS project_id),
+d AS (
+    SELECT d.project_id, d.currency, sum(d.amount_minor) AS disbursed
+    FROM disbursement AS d JOIN p USING (project_id) GROUP BY 1, 2
+)
+SELECT 'project' AS what, f.project_id::text AS key,
+       format('posted %s, disbursed %s (disbursements sum to %s)', f.posted_minor,
+              f.disbursed_minor, coalesce(d.disbursed, 0)) AS detail
+FROM project_funds AS f JOIN p USING (project_id)
+LEFT JOIN d USING (project_id, currency)
+WHERE f.disbursed_minor > f.posted_minor OR f.disbursed_minor <> coalesce(d.disbursed, 0)
+UNION ALL
+SELECT 'project', d.project_id::text, format('disbursements %s but no posted money', d.disbursed)
+FROM d WHERE NOT EXISTS (
+    SELECT 1 FROM project_funds AS f
+    WHERE f.project_id = d.project_id AND f.currency = d.currency
+)
+UNION ALL
+SELECT 'disbursement', d.disbursement_id::text,
+       format('amount %s, allocations sum to %s in %s rows (allocations_count %s)',
+              d.amount_minor, coalesce(sum(a.amount_minor), 0), count(a.entry_id),
+              d.allocations_count)
+FROM disbursement AS d JOIN p USING (project_id)
+LEFT JOIN allocation AS a USING (disbursement_id)
+GROUP BY d.disbursement_id
+HAVING coalesce(sum(a.amount_minor), 0) <> d.amount_minor
+    OR count(a.entry_id) <> d.allocations_count
+UNION ALL
+SELECT 'entry', e.entry_id::text,
+       format('allocatable %s, allocated %s, allocations sum to %s',
+              e.allocatable_minor, e.allocated_minor, coalesce(sum(a.amount_minor), 0))
+FROM ledger_entry AS e JOIN p USING (project_id)
+LEFT JOIN allocation AS a USING (entry_id)
+GROUP BY e.entry_id
+HAVING coalesce(sum(a.amount_minor), 0) > coalesce(e.allocatable_minor, 0)
+    OR coalesce(sum(a.amount_minor), 0) <> e.allocated_minor
+ORDER BY 1, 2
+"""
+
+
+async def reconcile_funds(
+    settings: CommonSettings, charities_db: str, projects: list[str]
+) -> list[str]:
+    """The broken funds rules of ``projects`` (project ids), read from charities tables."""
+    rows = await _fetch(settings.dsn(charities_db), _FUNDS_CHECKS, projects)
+    return [f"{r['what']} {r['key']}: {r['detail']}" for r in rows]
 
 
 def print_report(report: Report) -> None:
