@@ -1,21 +1,29 @@
 """The consumer of ``donations.ledger``: parses ``donation.recorded`` records and folds
-their entries into the totals, one transaction per consumed batch."""
+their entries into the totals, one transaction per consumed batch.
+
+Entries of the kinds the totals know (``repository.FOLDED_KINDS``: the sellers' accruals
+and reversals, the sponsors' matches and match reversals) are folded; an entry of another
+kind is a newer producer's, so it is skipped and counted like an event of an unknown type,
+never dead-lettered (a later version of this service may fold it from the retained log).
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.charities import repository
-from services.charities.repository import EntryColumns
+from services.charities.repository import FOLDED_KINDS, EntryColumns
 from shared.db import Pool
-from shared.events import DONATION_RECORDED, DonationRecordedType, LedgerEntry, decode_envelope
+from shared.events import DONATION_RECORDED, DonationRecordedType, decode_envelope
 from shared.kafka import DeadLetter, Record
+from shared.money import Currency, MinorAmount
 
 ENTRIES_FOLDED = Counter(
     "gfg_charities_entries_folded_total", "Ledger entries added to the totals (first delivery)"
@@ -28,9 +36,28 @@ BATCHES_FOLDED = Counter("gfg_charities_batches_folded_total", "Ledger batches f
 EVENTS_SKIPPED = Counter(
     "gfg_charities_events_skipped_total", "Events of types this service does not consume"
 )
+ENTRIES_SKIPPED = Counter(
+    "gfg_charities_entries_skipped_total", "Ledger entries of kinds the totals do not know"
+)
 LEDGER_DEAD_LETTERS = Counter(
     "gfg_charities_dead_letters_total", "Ledger messages sent to the dead-letter topic"
 )
+
+
+class _FoldedEntry(BaseModel):
+    """The fields of a ledger entry that folding reads. ``kind`` is any string here (an
+    unknown kind is skipped, not invalid); ``rule_version`` (null for matches) and
+    ``campaign_id`` do not enter the totals."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    entry_id: uuid.UUID
+    seller_id: str
+    project_id: uuid.UUID
+    kind: str
+    amount_minor: MinorAmount
+    currency: Currency
+    recorded_at: datetime
 
 
 class _LedgerEvent(BaseModel):
@@ -40,7 +67,7 @@ class _LedgerEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: DonationRecordedType
-    entry: LedgerEntry
+    entry: _FoldedEntry
 
 
 @dataclass(frozen=True)
@@ -49,16 +76,17 @@ class LedgerBatch:
     dead: list[DeadLetter]
     skipped: int  # events of other types
     duplicates: int  # the same entry twice in this batch
+    unknown_kinds: int = 0  # entries of kinds the totals do not know
 
 
 def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
     """Splits a batch into ledger entries (first occurrence of each entry_id), dead letters
-    (unparseable), and skipped events of other types."""
+    (unparseable), skipped events of other types and skipped entries of unknown kinds."""
     seen: set[uuid.UUID] = set()
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-    entry_id, project_id, seller_id, currency, is_accrual, amount, recorded_at = columns
+    entry_id, project_id, seller_id, currency, kind, amount, recorded_at = columns
     dead: list[DeadLetter] = []
-    skipped = duplicates = 0
+    skipped = duplicates = unknown_kinds = 0
     for record in records:
         raw = record.value
         if raw is None:
@@ -77,6 +105,9 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
                 continue
             dead.append(DeadLetter(record, f"invalid {DONATION_RECORDED}: {_first_line(exc)}"))
             continue
+        if entry.kind not in FOLDED_KINDS:
+            unknown_kinds += 1
+            continue
         if entry.entry_id in seen:
             duplicates += 1
             continue
@@ -85,14 +116,15 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
         project_id.append(entry.project_id)
         seller_id.append(entry.seller_id)
         currency.append(entry.currency)
-        is_accrual.append(entry.kind == "accrual")
+        kind.append(entry.kind)
         amount.append(entry.amount_minor)
         recorded_at.append(entry.recorded_at)
     return LedgerBatch(
-        EntryColumns(entry_id, project_id, seller_id, currency, is_accrual, amount, recorded_at),
+        EntryColumns(entry_id, project_id, seller_id, currency, kind, amount, recorded_at),
         dead,
         skipped,
         duplicates,
+        unknown_kinds,
     )
 
 
@@ -120,6 +152,7 @@ class LedgerFolder:
         ENTRIES_FOLDED.inc(applied)
         ENTRIES_REDELIVERED.inc(len(entries.entry_id) - applied + parsed.duplicates)
         EVENTS_SKIPPED.inc(parsed.skipped)
+        ENTRIES_SKIPPED.inc(parsed.unknown_kinds)
         LEDGER_DEAD_LETTERS.inc(len(parsed.dead))
         BATCHES_FOLDED.inc()
         return parsed.dead

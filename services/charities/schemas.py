@@ -68,6 +68,7 @@ class Totals(BaseModel):
     currency: str
     donated_minor: int
     reversed_minor: int
+    matched_minor: int
     net_minor: int
     donation_count: int
     seller_count: int
@@ -80,6 +81,7 @@ class CurrencyTotals(BaseModel):
     currency: str
     donated_minor: int
     reversed_minor: int
+    matched_minor: int
     net_minor: int
     donation_count: int
     seller_count: int
@@ -114,4 +116,5 @@ class DailyTotals(BaseModel):
     date: date
     donated_minor: int
     reversed_minor: int
+    matched_minor: int
     donation_count: int

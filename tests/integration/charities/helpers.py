@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
+import orjson
 
 from services.charities import repository
 from shared.db import Pool
-from shared.events import DonationRecorded, LedgerEntry, encode
+from shared.events import DONATION_RECORDED, DonationRecorded, LedgerEntry, encode
 from shared.kafka import Producer
 from tests.conftest import bearer, unique
 
@@ -41,8 +43,51 @@ def ledger_entry(
     )
 
 
-async def produce(producer: Producer, topic: str, events: list[DonationRecorded]) -> None:
-    futures = [await producer.send(topic, encode(e), key=e.entry.order_id.encode()) for e in events]
+def match_entry(
+    project_id: str,
+    amount_minor: int,
+    *,
+    campaign_id: str,
+    order_id: str,
+    kind: Literal["match", "match_reversal"] = "match",
+    seller_id: str = "seller-1",
+    currency: str = "CNY",
+    recorded_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A sponsor's match (or its reversal) as the donations service publishes it: a
+    ``donation.recorded`` entry with a ``campaign_id`` and no rule version."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": DONATION_RECORDED,
+        "schema_version": 1,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "entry": {
+            "entry_id": str(uuid.uuid4()),
+            "order_id": order_id,
+            "seller_id": seller_id,
+            "project_id": project_id,
+            "kind": kind,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "rule_version": None,
+            "campaign_id": campaign_id,
+            "recorded_at": (recorded_at or datetime.now(UTC)).isoformat(),
+        },
+    }
+
+
+async def produce(
+    producer: Producer, topic: str, events: Sequence[DonationRecorded | dict[str, Any]]
+) -> None:
+    """Sends each event keyed by its order id (a dict is sent as it is, for entries the
+    shared model does not build)."""
+    futures = []
+    for event in events:
+        if isinstance(event, DonationRecorded):
+            value, order_id = encode(event), event.entry.order_id
+        else:
+            value, order_id = orjson.dumps(event), event["entry"]["order_id"]
+        futures.append(await producer.send(topic, value, key=order_id.encode()))
     await asyncio.gather(*futures)
 
 
@@ -55,7 +100,7 @@ async def fold_directly(pool: Pool, events: list[DonationRecorded]) -> int:
         project_id=[e.project_id for e in entries],
         seller_id=[e.seller_id for e in entries],
         currency=[e.currency for e in entries],
-        is_accrual=[e.kind == "accrual" for e in entries],
+        kind=[e.kind for e in entries],
         amount_minor=[e.amount_minor for e in entries],
         recorded_at=[e.recorded_at for e in entries],
     )
