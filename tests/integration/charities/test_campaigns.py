@@ -10,56 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import httpx
-from fastapi import FastAPI, Response
 
 from services.charities.app import create_app
 from services.charities.config import Settings
-from tests.integration.charities.helpers import new_project
+from tests.integration.charities.helpers import START, campaign, donations_stand_in, new_project
 from tests.support import free_port, serve
-
-START = datetime(2031, 1, 1, tzinfo=UTC)
-
-
-def campaign(project_id: str, campaign_id: str, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "campaign_id": campaign_id,
-        "sponsor": "Sponsor " + campaign_id,
-        "project_id": project_id,
-        "ratio_bp": 10_000,
-        "per_item_minor": None,
-        "per_order_cap_minor": 500,
-        "budget_minor": 10_000,
-        "starts_at": START.isoformat(),
-        "ends_at": (START + timedelta(days=30)).isoformat(),
-        "sellers": None,
-        "currency": "CNY",
-        "matched_minor": 2_500,
-        "remaining_minor": 7_500,
-        "status": "active",
-    }
-    body.update(fields)
-    return body
-
-
-def donations_stand_in(campaigns: list[dict[str, Any]], answer: dict[str, Any]) -> FastAPI:
-    """Serves ``campaigns`` two per page, ignoring any project filter; ``answer["status"]``
-    other than 200 makes it fail."""
-    app = FastAPI()
-
-    @app.get("/v1/campaigns")
-    async def list_campaigns(cursor: int = 0) -> Response:
-        if answer["status"] != 200:
-            return Response(b"boom", status_code=answer["status"])
-        page = campaigns[cursor : cursor + 2]
-        more = cursor + 2 < len(campaigns)
-        body = {"items": page, "next_cursor": str(cursor + 2) if more else None}
-        return Response(httpx.Response(200, json=body).content, media_type="application/json")
-
-    return app
 
 
 @asynccontextmanager
