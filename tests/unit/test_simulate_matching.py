@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tools.reconcile import check_campaigns
 from tools.simulate import (
     CampaignPlan,
     OrderPlan,
@@ -138,3 +139,28 @@ def test_matched_total_lies_within_the_bounds_in_any_processing_order(
     if all(refund == "none" for _, refund in asks):
         assert bounds.exact
         assert matched == bounds.lower == min(budget, sum(a for a, _ in asks))
+
+
+def test_reconcile_names_campaign_differences() -> None:
+    ledger = [
+        {"kind": "match", "campaign_id": "a", "order_id": "o1", "amount_minor": 40},
+        {"kind": "match", "campaign_id": "a", "order_id": "o2", "amount_minor": 30},
+        {"kind": "match_reversal", "campaign_id": "a", "order_id": "o1", "amount_minor": 40},
+        {"kind": "match", "campaign_id": "b", "order_id": "o1", "amount_minor": 5},
+        {"kind": "match", "campaign_id": "b", "order_id": "o1", "amount_minor": 5},
+        {"kind": "match", "campaign_id": "gone", "order_id": "o3", "amount_minor": 1},
+        {"kind": "accrual", "campaign_id": None, "order_id": "o1", "amount_minor": 80},
+    ]
+    campaigns = [
+        {"campaign_id": "a", "budget_minor": 50, "matched_minor": 30},
+        {"campaign_id": "b", "budget_minor": 8, "matched_minor": 10},
+    ]
+    assert check_campaigns(campaigns, ledger) == [
+        "campaign b: matched 10 outside [0, 8]",
+        "campaign gone: ledger matches 1, no campaign",
+        "order o1: 2 matches of campaign b",
+    ]
+    campaigns[0]["matched_minor"] = 70
+    assert check_campaigns(campaigns, ledger)[0] == (
+        "campaign a: matched_minor 70, ledger matches minus match reversals 30"
+    )
