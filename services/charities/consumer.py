@@ -1,6 +1,12 @@
 """The consumer of ``donations.ledger``: parses ``donation.recorded`` and ``donation.posted``
-records, folds seller entries into the totals, keeps every entry for allocation and
-traces, and applies postings, one transaction per consumed batch."""
+records, folds entries into the totals, keeps every entry for allocation and traces, and
+applies postings, one transaction per consumed batch.
+
+Entries of the kinds the totals know (``repository.FOLDED_KINDS``: the sellers' accruals
+and reversals, the sponsors' matches and match reversals) are folded; an entry of another
+kind is a newer producer's, so it is skipped and counted like an event of an unknown type,
+never dead-lettered (a later version of this service may fold it from the retained log).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.charities import repository
-from services.charities.repository import EntryColumns, LedgerRows, PostingColumns
+from services.charities.repository import FOLDED_KINDS, EntryColumns, LedgerRows, PostingColumns
 from shared.db import Pool
 from shared.events import DONATION_RECORDED, DonationRecordedType, decode_envelope
 from shared.kafka import DeadLetter, Record
@@ -34,23 +40,22 @@ BATCHES_FOLDED = Counter("gfg_charities_batches_folded_total", "Ledger batches f
 EVENTS_SKIPPED = Counter(
     "gfg_charities_events_skipped_total", "Events of types this service does not consume"
 )
+ENTRIES_SKIPPED = Counter(
+    "gfg_charities_entries_skipped_total", "Ledger entries of kinds the totals do not know"
+)
 LEDGER_DEAD_LETTERS = Counter(
     "gfg_charities_dead_letters_total", "Ledger messages sent to the dead-letter topic"
 )
 
 
-# The ledger's entry kinds this service keeps; events with any other kind are skipped
-# and counted. Only accruals and reversals are folded into the seller-donation totals.
-ENTRY_KINDS = frozenset({"accrual", "reversal", "match", "match_reversal"})
-FOLDED_KINDS = frozenset({"accrual", "reversal"})
 # The posting of an order's donation after its return window (donations service).
 DonationPostedType = Literal["donation.posted"]
 DONATION_POSTED: Final[DonationPostedType] = "donation.posted"
 
 
 class _Entry(BaseModel):
-    """A ledger entry as this service reads it: ``kind`` is checked against
-    ``ENTRY_KINDS`` here (unknown kinds are skipped, not dead letters)."""
+    """A ledger entry as this service reads it: ``kind`` is any string here (an unknown
+    kind is skipped, not invalid); ``rule_version`` (null for matches) is not kept."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -90,24 +95,25 @@ class _PostedEvent(BaseModel):
 
 @dataclass(frozen=True)
 class LedgerBatch:
-    entries: EntryColumns  # accruals and reversals, folded into the totals
+    entries: EntryColumns  # every entry of a known kind, folded into the totals
     rows: LedgerRows  # every entry of a known kind, kept for allocation and traces
     postings: PostingColumns
     dead: list[DeadLetter]
-    skipped: int  # events of other types and entries of unknown kinds
+    skipped: int  # events of other types
     duplicates: int  # the same entry (or posting) twice in this batch
+    unknown_kinds: int = 0  # entries of kinds the totals do not know
 
 
 def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
     """Splits a batch into ledger entries (first occurrence of each entry_id), postings
-    (first occurrence of each order), dead letters (unparseable), and skipped events of
-    other types or entries of unknown kinds."""
+    (first occurrence of each order), dead letters (unparseable), skipped events of other
+    types and skipped entries of unknown kinds."""
     seen: set[uuid.UUID] = set()
     posted: set[str] = set()
     entries: list[_Entry] = []
     postings: list[_PostedEvent] = []
     dead: list[DeadLetter] = []
-    skipped = duplicates = 0
+    skipped = duplicates = unknown_kinds = 0
     for record in records:
         raw = record.value
         if raw is None:
@@ -139,24 +145,23 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
                 continue
             dead.append(DeadLetter(record, f"invalid {DONATION_RECORDED}: {_first_line(exc)}"))
             continue
-        if entry.kind not in ENTRY_KINDS:
-            skipped += 1
+        if entry.kind not in FOLDED_KINDS:
+            unknown_kinds += 1
             continue
         if entry.entry_id in seen:
             duplicates += 1
             continue
         seen.add(entry.entry_id)
         entries.append(entry)
-    folded = [e for e in entries if e.kind in FOLDED_KINDS]
     return LedgerBatch(
         EntryColumns(
-            [e.entry_id for e in folded],
-            [e.project_id for e in folded],
-            [e.seller_id for e in folded],
-            [e.currency for e in folded],
-            [e.kind == "accrual" for e in folded],
-            [e.amount_minor for e in folded],
-            [e.recorded_at for e in folded],
+            [e.entry_id for e in entries],
+            [e.project_id for e in entries],
+            [e.seller_id for e in entries],
+            [e.currency for e in entries],
+            [e.kind for e in entries],
+            [e.amount_minor for e in entries],
+            [e.recorded_at for e in entries],
         ),
         LedgerRows(
             [e.entry_id for e in entries],
@@ -181,6 +186,7 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
         dead,
         skipped,
         duplicates,
+        unknown_kinds,
     )
 
 
@@ -217,6 +223,7 @@ class LedgerFolder:
         POSTINGS_APPLIED.inc(postings)
         ENTRIES_REDELIVERED.inc(len(entries.entry_id) - applied + parsed.duplicates)
         EVENTS_SKIPPED.inc(parsed.skipped)
+        ENTRIES_SKIPPED.inc(parsed.unknown_kinds)
         LEDGER_DEAD_LETTERS.inc(len(parsed.dead))
         BATCHES_FOLDED.inc()
         return parsed.dead

@@ -25,6 +25,7 @@ from services.charities.schemas import (
     DisbursementPage,
     OrderTrace,
     Project,
+    ProjectCampaigns,
     ProjectCreate,
     ProjectPage,
     ProjectStatus,
@@ -36,6 +37,7 @@ from shared.web import app_service, conditional_response
 
 STATIC_DIR = Path(__file__).parent / "static"
 CACHE_CONTROL = "public, max-age=1"
+CAMPAIGNS_CACHE_CONTROL = "public, max-age=5"
 
 ServiceDep = Annotated[CharityService, Depends(app_service)]
 IfNoneMatch = Annotated[str | None, Header()]
@@ -200,6 +202,23 @@ async def daily_totals(
     end = end or datetime.now(UTC).date()
     start = start or end - timedelta(days=29)
     return _conditional(await service.daily_totals(project_id, start, end), if_none_match)
+
+
+@router.get(
+    "/projects/{project_id}/campaigns", response_model=ProjectCampaigns, responses=_NOT_MODIFIED
+)
+async def project_campaigns(
+    project_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The project's matching campaigns, asked of the donations service (for the dashboard,
+    which may only call this service); a degraded answer rather than an error when
+    donations is down."""
+    return conditional_response(
+        (cached := await service.project_campaigns(project_id)).body,
+        cached.etag,
+        if_none_match,
+        cache_control=CAMPAIGNS_CACHE_CONTROL,
+    )
 
 
 # --- dashboard ------------------------------------------------------------------------

@@ -185,20 +185,31 @@ class EntryColumns:
     project_id: Sequence[uuid.UUID]
     seller_id: Sequence[str]
     currency: Sequence[str]
-    is_accrual: Sequence[bool]
+    kind: Sequence[str]  # one of FOLDED_KINDS
     amount_minor: Sequence[int]
     recorded_at: Sequence[datetime]
 
 
+# The kinds of ledger entry the totals know: the sellers' donations (accrual, reversal)
+# and the sponsors' matches (match, match_reversal), which are totalled apart.
+FOLDED_KINDS = frozenset({"accrual", "reversal", "match", "match_reversal"})
+
 # One statement per batch. Only entries whose id was not applied before count; each
 # (project, currency) total row and each daily bucket is written once with the batch's
-# sums; a seller raises seller_count only when its (project, seller) pair is new. Rows are
-# written in key order so that concurrent consumers lock them in the same order.
+# sums; a seller raises seller_count only when its (project, seller) pair is new (only an
+# accrual makes a seller a donor; a match is the sponsor's money). Rows are written in key
+# order so that concurrent consumers lock them in the same order.
+_SUMS = """
+           coalesce(sum(amount_minor) FILTER (WHERE kind = 'accrual'), 0),
+           coalesce(sum(amount_minor) FILTER (WHERE kind = 'reversal'), 0),
+           coalesce(sum(CASE kind WHEN 'match' THEN amount_minor
+                                  WHEN 'match_reversal' THEN -amount_minor END), 0),
+           count(*) FILTER (WHERE kind = 'accrual')"""
 _FOLD = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[],
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                          $6::bigint[], $7::timestamptz[])
-        AS t(entry_id, project_id, seller_id, currency, is_accrual, amount_minor, recorded_at)
+        AS t(entry_id, project_id, seller_id, currency, kind, amount_minor, recorded_at)
 ), fresh AS (
     INSERT INTO applied_entry (entry_id, project_id)
     SELECT entry_id, project_id FROM input ORDER BY entry_id
@@ -208,43 +219,41 @@ WITH input AS (
     SELECT input.* FROM input JOIN fresh USING (entry_id)
 ), new_seller AS (
     INSERT INTO project_seller (project_id, currency, seller_id)
-    SELECT DISTINCT project_id, currency, seller_id FROM new_entry WHERE is_accrual
+    SELECT DISTINCT project_id, currency, seller_id FROM new_entry WHERE kind = 'accrual'
     ORDER BY 1, 2, 3
     ON CONFLICT DO NOTHING
     RETURNING project_id, currency
 ), seller_delta AS (
     SELECT project_id, currency, count(*) AS sellers FROM new_seller GROUP BY 1, 2
-), delta AS (
-    SELECT project_id, currency,
-           coalesce(sum(amount_minor) FILTER (WHERE is_accrual), 0) AS donated_minor,
-           coalesce(sum(amount_minor) FILTER (WHERE NOT is_accrual), 0) AS reversed_minor,
-           count(*) FILTER (WHERE is_accrual) AS donation_count,
-           max(recorded_at) FILTER (WHERE is_accrual) AS last_donation_at
+), delta (project_id, currency, donated_minor, reversed_minor, matched_minor, donation_count,
+         last_donation_at) AS (
+    SELECT project_id, currency, {_SUMS},
+           max(recorded_at) FILTER (WHERE kind = 'accrual')
     FROM new_entry GROUP BY 1, 2
 ), daily AS (
     INSERT INTO project_daily AS d
-        (project_id, currency, day, donated_minor, reversed_minor, donation_count)
-    SELECT project_id, currency, (recorded_at AT TIME ZONE 'UTC')::date,
-           coalesce(sum(amount_minor) FILTER (WHERE is_accrual), 0),
-           coalesce(sum(amount_minor) FILTER (WHERE NOT is_accrual), 0),
-           count(*) FILTER (WHERE is_accrual)
+        (project_id, currency, day, donated_minor, reversed_minor, matched_minor,
+         donation_count)
+    SELECT project_id, currency, (recorded_at AT TIME ZONE 'UTC')::date, {_SUMS}
     FROM new_entry GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (project_id, currency, day) DO UPDATE SET
         donated_minor = d.donated_minor + excluded.donated_minor,
         reversed_minor = d.reversed_minor + excluded.reversed_minor,
+        matched_minor = d.matched_minor + excluded.matched_minor,
         donation_count = d.donation_count + excluded.donation_count
 ), total AS (
     INSERT INTO project_total AS t
-        (project_id, currency, donated_minor, reversed_minor, donation_count, seller_count,
-         last_donation_at, version, updated_at)
+        (project_id, currency, donated_minor, reversed_minor, matched_minor, donation_count,
+         seller_count, last_donation_at, version, updated_at)
     SELECT delta.project_id, delta.currency, delta.donated_minor, delta.reversed_minor,
-           delta.donation_count, coalesce(seller_delta.sellers, 0), delta.last_donation_at,
-           1, clock_timestamp()
+           delta.matched_minor, delta.donation_count, coalesce(seller_delta.sellers, 0),
+           delta.last_donation_at, 1, clock_timestamp()
     FROM delta LEFT JOIN seller_delta USING (project_id, currency)
     ORDER BY 1, 2
     ON CONFLICT (project_id, currency) DO UPDATE SET
         donated_minor = t.donated_minor + excluded.donated_minor,
         reversed_minor = t.reversed_minor + excluded.reversed_minor,
+        matched_minor = t.matched_minor + excluded.matched_minor,
         donation_count = t.donation_count + excluded.donation_count,
         seller_count = t.seller_count + excluded.seller_count,
         last_donation_at = greatest(t.last_donation_at, excluded.last_donation_at),
@@ -265,7 +274,7 @@ async def fold_entries(conn: Conn, entries: EntryColumns) -> int:
         entries.project_id,
         entries.seller_id,
         entries.currency,
-        entries.is_accrual,
+        entries.kind,
         entries.amount_minor,
         entries.recorded_at,
     )
@@ -310,6 +319,7 @@ async def charity_totals(conn: Conn, charity_id: uuid.UUID) -> list[Row]:
         sums AS (
             SELECT t.currency, sum(t.donated_minor)::bigint AS donated_minor,
                    sum(t.reversed_minor)::bigint AS reversed_minor,
+                   sum(t.matched_minor)::bigint AS matched_minor,
                    sum(t.donation_count)::bigint AS donation_count,
                    max(t.last_donation_at) AS last_donation_at,
                    max(t.updated_at) AS updated_at,
@@ -343,6 +353,7 @@ async def all_totals(conn: Conn) -> list[Row]:
                coalesce(t.currency, p.currency) AS currency,
                coalesce(t.donated_minor, 0) AS donated_minor,
                coalesce(t.reversed_minor, 0) AS reversed_minor,
+               coalesce(t.matched_minor, 0) AS matched_minor,
                coalesce(t.donation_count, 0) AS donation_count,
                coalesce(t.seller_count, 0) AS seller_count,
                t.last_donation_at,
@@ -366,7 +377,7 @@ async def daily_totals(
 ) -> list[Row]:
     return await conn.fetch(
         """
-        SELECT day, donated_minor, reversed_minor, donation_count
+        SELECT day, donated_minor, reversed_minor, matched_minor, donation_count
         FROM project_daily
         WHERE project_id = $1 AND currency = $2 AND day BETWEEN $3 AND $4
         ORDER BY day

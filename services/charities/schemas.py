@@ -69,6 +69,7 @@ class Totals(BaseModel):
     currency: str
     donated_minor: int
     reversed_minor: int
+    matched_minor: int
     net_minor: int
     donation_count: int
     seller_count: int
@@ -85,6 +86,7 @@ class CurrencyTotals(BaseModel):
     currency: str
     donated_minor: int
     reversed_minor: int
+    matched_minor: int
     net_minor: int
     donation_count: int
     seller_count: int
@@ -123,6 +125,7 @@ class DailyTotals(BaseModel):
     date: date
     donated_minor: int
     reversed_minor: int
+    matched_minor: int
     donation_count: int
 
 
@@ -182,3 +185,35 @@ class OrderTrace(BaseModel):
     status: Literal["pending", "posted"]
     allocations: list[TraceAllocation]
     unallocated_minor: int
+
+
+# --- matching campaigns (relayed from the donations service) -------------------------
+
+
+class Campaign(BaseModel):
+    """A sponsor's matching campaign as the donations service reports it."""
+
+    campaign_id: str
+    sponsor: str
+    project_id: uuid.UUID
+    currency: str
+    ratio_bp: int
+    per_item_minor: int | None
+    per_order_cap_minor: int | None
+    budget_minor: int
+    matched_minor: int
+    remaining_minor: int
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+
+
+class ProjectCampaigns(BaseModel):
+    """A project's campaigns, relayed from the donations service. ``source`` says how
+    fresh they are: ``live``, ``stale`` (donations did not answer; the last good list,
+    fetched at ``fetched_at``) or ``unavailable`` (no answer yet; no items)."""
+
+    project_id: uuid.UUID
+    source: Literal["live", "stale", "unavailable"]
+    fetched_at: datetime | None
+    items: list[Campaign]

@@ -27,11 +27,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.charities import repository, totals
 from services.charities.allocation import Candidate, InsufficientFunds, allocate_fifo
+from services.charities.campaigns import CampaignList, DonationsClient
 from services.charities.repository import Row
 from services.charities.schemas import (
     Charity,
@@ -142,11 +143,21 @@ def _page(rows: Sequence[Row], limit: int, key: str) -> tuple[list[dict[str, Any
 
 class CharityService:
     """The registry and the totals reads over this service's pool, with the response
-    cache that spares the database the dashboards' polling."""
+    cache that spares the database the dashboards' polling, and the projects' campaigns
+    relayed from the donations service."""
 
-    def __init__(self, pool: Pool, *, totals_cache_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        totals_cache_seconds: float,
+        donations: DonationsClient | None = None,
+        campaigns_cache_seconds: float = 5.0,
+    ) -> None:
         self._pool = pool
         self.cache = ResponseCache(totals_cache_seconds)
+        self._donations = donations
+        self._campaigns_cache = ResponseCache(campaigns_cache_seconds)
 
     # -- registry -------------------------------------------------------------------------
 
@@ -392,6 +403,32 @@ class CharityService:
             return _by_body(totals.daily_body(rows))
 
         return await self.cache.get(f"daily:{key}:{start}:{end}", load)
+
+    # -- campaigns (the donations service's data, relayed for the dashboard) --------------
+
+    async def project_campaigns(self, project_id: str) -> Cached:
+        """The project's matching campaigns as the donations service reports them, through
+        a per-project cache; degraded (``stale`` or ``unavailable``), never an error, when
+        donations does not answer. 404 for a project the registry does not know."""
+        key = parse_id(project_id, ProjectNotFound)
+
+        async def load(previous: Cached | None) -> Cached:
+            async with self._pool.acquire() as conn:
+                if await repository.get_project(conn, key) is None:
+                    raise ProjectNotFound(project_id)
+            if self._donations is None:  # a registry-only instance (tools, benchmarks)
+                found = CampaignList((), "unavailable", None)
+            else:
+                found = await self._donations.project_campaigns(key, datetime.now(UTC))
+            body = {
+                "project_id": key,
+                "source": found.source,
+                "fetched_at": found.fetched_at,
+                "items": [c.model_dump() for c in found.items],
+            }
+            return _by_body(body)
+
+        return await self._campaigns_cache.get(f"campaigns:{key}", load)
 
 
 def _not_enough(amount_minor: int, available_minor: int) -> NotEnoughAvailable:

@@ -4,6 +4,9 @@ their strong ETags. Pure functions, no I/O.
 Decisions users can rely on:
 - ``donation_count`` counts accruals; a reversal adds to ``reversed_minor`` and leaves
   the count alone (the donation happened; part or all of it was given back).
+- ``donated_minor`` and ``reversed_minor`` are the sellers' donations only; sponsors'
+  matches are ``matched_minor`` (matches minus match reversals), and ``net_minor`` is
+  ``donated_minor - reversed_minor + matched_minor``.
 - ``seller_count`` counts distinct sellers with at least one accrual to the project.
 - Entries for projects the registry does not know (yet) are totalled anyway: the ledger
   is the source of truth and the registry may lag; such totals appear in ``/v1/totals``
@@ -34,6 +37,7 @@ def _zero_totals() -> dict[str, Any]:
     return {
         "donated_minor": 0,
         "reversed_minor": 0,
+        "matched_minor": 0,
         "net_minor": 0,
         "donation_count": 0,
         "seller_count": 0,
@@ -48,12 +52,14 @@ def _zero_totals() -> dict[str, Any]:
 def shape_totals(row: Row | dict[str, Any]) -> dict[str, Any]:
     donated = int(row["donated_minor"])
     reversed_ = int(row["reversed_minor"])
-    net = donated - reversed_
+    matched = int(row["matched_minor"])
+    net = donated - reversed_ + matched
     posted = int(row["posted_minor"])
     disbursed = int(row["disbursed_minor"])
     return {
         "donated_minor": donated,
         "reversed_minor": reversed_,
+        "matched_minor": matched,
         "net_minor": net,
         "donation_count": int(row["donation_count"]),
         "seller_count": int(row["seller_count"]),
@@ -138,6 +144,7 @@ def daily_body(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "date": r["day"],
             "donated_minor": int(r["donated_minor"]),
             "reversed_minor": int(r["reversed_minor"]),
+            "matched_minor": int(r["matched_minor"]),
             "donation_count": int(r["donation_count"]),
         }
         for r in rows
