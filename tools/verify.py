@@ -46,7 +46,7 @@ def b64(text: str) -> bytes:
 
 def parse_key(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:
     """``<name>+<8 hex key hash>+<base64(0x01 || public key)>`` -> (name, key hash, key)."""
-    name, hash_hex, key_b64 = (vkey.strip().split("+") + ["", ""])[:3]
+    name, hash_hex, key_b64 = (vkey.strip().split("+", 2) + ["", ""])[:3]
     raw = b64(key_b64)
     if not name or len(raw) != 33 or raw[0] != 0x01:
         raise VerifyError("the key is not an Ed25519 verifier key <name>+<hash>+<key>")
