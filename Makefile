@@ -10,7 +10,7 @@ SELLERS ?=
 CHARITIES ?=
 HOURS ?= 1
 
-.PHONY: help install infra run down test lint fmt token bench simulate reconcile
+.PHONY: help install infra run down test lint fmt token bench simulate reconcile audit
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,3 +72,6 @@ simulate: run ## stream a simulated marketplace through the running stack and ch
 
 reconcile: $(STAMP) ## compare orders, ledger and charities totals; non-zero on any difference
 	@$(PY) -m tools.reconcile $(ARGS)
+
+audit: $(STAMP) ## rebuild the donations log from the ledger rows; name every row that no longer matches
+	@$(PY) -m tools.audit $(ARGS)
