@@ -212,7 +212,9 @@ class PostingJob:
         kafka = self._kafka
         partitions = kafka.partitions_for_topic(self._orders_topic)
         if not partitions:
-            await kafka.topics()  # a metadata refresh
+            # Asking for partition 0 puts the topic in the client's metadata (every topic
+            # has a partition 0); the client keeps it fresh from then on.
+            await kafka.end_offsets([TopicPartition(self._orders_topic, 0)])
             partitions = kafka.partitions_for_topic(self._orders_topic) or set()
         tps = [TopicPartition(self._orders_topic, p) for p in sorted(partitions)]
         ends = await kafka.end_offsets(tps) if tps else {}
