@@ -285,8 +285,9 @@ WITH safe AS (
 ), net AS (
     SELECT e.order_id, min(e.seller_id) AS seller_id, (array_agg(e.project_id))[1] AS project_id,
            min(e.currency) AS currency,
-           sum(CASE e.kind WHEN 'accrual' THEN e.amount_minor ELSE -e.amount_minor END)::bigint
-               AS posted_minor
+           -- every kind adds but the reversals (matches, once they exist, add too)
+           sum(CASE WHEN e.kind IN ('reversal', 'match_reversal') THEN -e.amount_minor
+                    ELSE e.amount_minor END)::bigint AS posted_minor
     FROM ledger_entry e JOIN due USING (order_id)
     GROUP BY e.order_id
 ), posted AS (
