@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -13,8 +14,9 @@ from services.donations.config import Settings
 from services.donations.consumer import build_consumer
 from services.donations.endpoints import router
 from services.donations.log import LEAF_SOURCES
+from services.donations.posting import PostingJob
 from services.donations.service import DonationService
-from shared.events import TOPICS
+from shared.events import TOPIC_LEDGER, TOPIC_ORDERS, TOPICS
 from shared.observability import get_logger
 from shared.outbox import OutboxRelay
 from shared.tlog.api import LogReader, log_router
@@ -66,6 +68,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 res.workers.start("donations-outbox-relay", relay)
                 res.workers.start("donations-consumer", consumer)
                 res.workers.start("donations-log-sequencer", sequencer)
+                if settings.posting_enabled:
+                    posting = PostingJob(
+                        pool=res.pool,
+                        bootstrap=settings.kafka_bootstrap,
+                        orders_topic=settings.topic(TOPIC_ORDERS),
+                        ledger_topic=settings.topic(TOPIC_LEDGER),
+                        grace=timedelta(seconds=settings.posting_grace_s),
+                        interval_s=settings.posting_interval_s,
+                        batch_size=settings.posting_batch_size,
+                    )
+                    res.workers.start("donations-posting", posting)
                 log.info("donations service started")
                 yield
             finally:

@@ -52,6 +52,7 @@ class ReceiptEntryOut(BaseModel):
     amount_minor: int
     rule_version: int
     recorded_at: datetime
+    available_on: datetime | None  # accruals: when the return window closes
 
 
 class ReceiptOut(BaseModel):
@@ -60,6 +61,11 @@ class ReceiptOut(BaseModel):
     project_id: uuid.UUID
     currency: str
     net_minor: int
+    # pending until the posting is recorded (after available_on), then posted
+    status: Literal["pending", "posted"]
+    available_on: datetime | None
+    # available_on has passed: no refund can reverse this donation any more
+    final: bool
     entries: list[ReceiptEntryOut]
 
 

@@ -249,18 +249,26 @@ class DonationService:
 
     async def receipt(self, order_id: str) -> ReceiptOut:
         """The public receipt of the donation an order made."""
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             rows = await repository.order_entries(conn, order_id)
+            posting = await repository.order_posting(conn, order_id) if rows else None
         if not rows:
             raise DonationNotFound(order_id)
         first = rows[0]
         net = sum(r["amount_minor"] if r["kind"] == "accrual" else -r["amount_minor"] for r in rows)
+        available_on = max(
+            (r["available_on"] for r in rows if r["available_on"] is not None), default=None
+        )
         return ReceiptOut(
             order_id=order_id,
             seller_id=first["seller_id"],
             project_id=first["project_id"],
             currency=first["currency"],
             net_minor=net,
+            status="posted" if posting is not None else "pending",
+            available_on=available_on,
+            final=posting is not None
+            or (available_on is not None and available_on <= datetime.now(UTC)),
             entries=[
                 ReceiptEntryOut(
                     entry_id=r["entry_id"],
@@ -268,6 +276,7 @@ class DonationService:
                     amount_minor=r["amount_minor"],
                     rule_version=r["rule_version"],
                     recorded_at=r["recorded_at"],
+                    available_on=r["available_on"],
                 )
                 for r in rows
             ],
