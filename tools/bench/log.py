@@ -52,6 +52,9 @@ async def _recreate(settings: Settings, name: str, *, create: bool = True) -> No
         await conn.close()
 
 
+AVAILABLE_ON = datetime(2100, 1, 1, tzinfo=UTC)  # accruals only; never due here
+
+
 def _entries(start: int, count: int) -> list[NewEntry]:
     projects = [uuid.UUID(int=n + 1) for n in range(50)]
     return [
@@ -66,6 +69,7 @@ def _entries(start: int, count: int) -> list[NewEntry]:
             currency="CNY",
             rule_version=1,
             event_id=uuid.uuid4(),
+            available_on=AVAILABLE_ON if n % 2 == 0 else None,
         )
         for n in range(start, start + count)
     ]

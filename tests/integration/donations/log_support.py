@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -111,6 +111,7 @@ def ledger_entries(count: int, seller_id: str, tag: str) -> list[NewEntry]:
             currency="CNY",
             rule_version=1,
             event_id=uuid.uuid4(),
+            available_on=datetime.now(UTC) + timedelta(days=7),
         )
         for n in range(count)
     ]

@@ -119,7 +119,11 @@ async def _logged_order(http: httpx.AsyncClient, log: Log, db: asyncpg.Connectio
     entries = ledger_entries(3, unique("seller"), unique("order"))
     first = entries[0]
     reversal = first._replace(
-        entry_id=str(uuid.uuid4()), event_key="refund:r1", kind="reversal", amount_minor=40
+        entry_id=str(uuid.uuid4()),
+        event_key="refund:r1",
+        kind="reversal",
+        amount_minor=40,
+        available_on=None,
     )
     await insert_entries(db, entries)
     await insert_entries(db, [reversal._replace(event_id=uuid.uuid4())])
