@@ -47,7 +47,13 @@ def completed_events(n: int) -> list[tuple[bytes, bytes]]:
 async def kafka_events_per_s(settings: CommonSettings, n: int = EVENTS) -> float:
     """Produce ``n`` events and consume them back concurrently: first send to last receipt."""
     topic = f"bench.ceiling.{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     payloads = await asyncio.to_thread(completed_events, n)
     producer = make_producer(settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(
