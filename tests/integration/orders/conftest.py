@@ -147,6 +147,10 @@ class PrivateOrders:
     watch: TopicWatch
     settings: Settings
 
+    @property
+    def topic(self) -> str:
+        return self.settings.topic(TOPIC_ORDERS)
+
     async def pending(self, order_ids: Sequence[str]) -> int:
         """Outbox rows of these orders not yet acknowledged by the broker."""
         conn = await asyncpg.connect(self.settings.dsn(self.settings.orders_db))
