@@ -159,11 +159,28 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(options)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
-    """Creates the missing topics and their ``.dlq`` twins; returns those created now."""
+async def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+    min_insync: int = 1,
+) -> list[str]:
+    """Creates the missing topics and their ``.dlq`` twins; returns those created now.
+
+    With ``replication_factor`` 3 and ``min_insync`` 2 an acks=all write is acknowledged
+    only once two brokers hold it, and unclean leader election stays off, so no
+    acknowledged record is lost with one broker; with two down, writes fail (the outbox
+    keeps them) instead of living on one disk. Existing topics are left as they are.
+    """
     wanted: list[str] = []
     for name in names:
         wanted += [name, name + DLQ_SUFFIX]
+    configs = {
+        "min.insync.replicas": str(min_insync),
+        "unclean.leader.election.enable": "false",
+    }
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
     await admin.start()
     try:
@@ -172,7 +189,12 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(name, num_partitions=partitions, replication_factor=1)
+                    NewTopic(
+                        name,
+                        num_partitions=partitions,
+                        replication_factor=replication_factor,
+                        topic_configs=configs,
+                    )
                     for name in missing
                 ]
             )
@@ -285,6 +307,8 @@ class BatchConsumer:
         poll_timeout_ms: int = 200,
         max_poll_interval_ms: int = 300_000,
         partitions: int = 12,
+        replication_factor: int = 1,
+        min_insync: int = 1,
         handler_is_transient: ErrorCheck | None = None,
     ) -> None:
         """``handler_is_transient`` tells which of the handler's errors are transient too
@@ -293,6 +317,7 @@ class BatchConsumer:
         self._handler_is_transient = handler_is_transient
         self._bootstrap = bootstrap
         self._partitions = partitions
+        self._replication = {"replication_factor": replication_factor, "min_insync": min_insync}
         self.group_id = group_id
         self._prepare: Callable[[Sequence[Record]], Any]
         self._apply_prepared: Callable[[Any], Awaitable[Sequence[DeadLetter]]]
@@ -326,7 +351,7 @@ class BatchConsumer:
     async def start(self) -> None:
         # Subscribing to a topic that does not exist yet would leave the consumer idle until
         # its next metadata refresh (minutes): make sure it exists first.
-        await ensure_topics(self._bootstrap, [self.topic], self._partitions)
+        await ensure_topics(self._bootstrap, [self.topic], self._partitions, **self._replication)
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_WaitForBatch(self))
 

@@ -23,6 +23,10 @@ class CommonSettings(BaseSettings):
     # Lets a second deployment (the test suite, say) share one broker without sharing topics.
     topic_prefix: str = ""
     topic_partitions: int = 12
+    # New topics' replication; a three-broker cluster (`make run KAFKA_NODES=3`) sets 3 and 2,
+    # so an acks=all write is on two brokers before it is acknowledged.
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync: int = Field(default=1, ge=1)
 
     # Token verification: exactly one of the HS256 platform secret (the local default) or the
     # issuer's Ed25519 public key, as a PEM file or a JWKS file. With a public key the service
@@ -37,6 +41,15 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Self:
+        if self.kafka_min_insync > self.kafka_replication_factor:
+            raise ValueError(
+                f"GFG_KAFKA_MIN_INSYNC ({self.kafka_min_insync}) exceeds "
+                f"GFG_KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_verification_key(self) -> Self:

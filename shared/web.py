@@ -112,7 +112,13 @@ async def service_resources(
     producer = make_producer(settings.kafka_bootstrap)
     workers = Workers()
     try:
-        await ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            topics,
+            settings.topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync=settings.kafka_min_insync,
+        )
         await producer.start()
 
         async def postgres_ready() -> None:

@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                         handler=LedgerFolder(res.pool),
                         producer=res.producer,
                         max_records=settings.ledger_batch_max,
+                        replication_factor=settings.kafka_replication_factor,
+                        min_insync=settings.kafka_min_insync,
                         handler_is_transient=db.is_transient,
                     )
                     await consumer.start()

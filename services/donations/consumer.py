@@ -278,5 +278,7 @@ def build_consumer(settings: Settings, pool: Pool, producer: Producer) -> BatchC
         handler=handler,
         producer=producer,
         max_records=settings.consumer_max_records,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
         handler_is_transient=db.is_transient,
     )

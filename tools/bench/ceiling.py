@@ -55,7 +55,13 @@ def completed_events(n: int) -> list[tuple[bytes, bytes]]:
 async def kafka_events_per_s(settings: CommonSettings, n: int = EVENTS) -> float:
     """Produce ``n`` events and consume them back concurrently: first send to last receipt."""
     topic = f"bench.ceiling.{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     payloads = await asyncio.to_thread(completed_events, n)
     producer = make_producer(settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(
@@ -129,7 +135,13 @@ async def kafka_broker_events_per_s(
 ) -> tuple[float, float]:
     """The broker's produce and consume rates, measured by Kafka's own JVM tools."""
     topic = f"bench.broker.{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     record_size = len(completed_events(1)[0][1])
     produced = producer_rate(
         await _kafka_tool(
