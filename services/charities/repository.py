@@ -301,8 +301,8 @@ async def charity_totals(conn: Conn, charity_id: uuid.UUID) -> list[Row]:
         """
         WITH p AS (SELECT project_id FROM project WHERE charity_id = $1),
         sums AS (
-            SELECT t.currency, sum(t.donated_minor)::bigint AS donated_minor,
-                   sum(t.reversed_minor)::bigint AS reversed_minor,
+            SELECT t.currency, sum(t.donated_minor) AS donated_minor,
+                   sum(t.reversed_minor) AS reversed_minor,
                    sum(t.donation_count)::bigint AS donation_count,
                    max(t.last_donation_at) AS last_donation_at,
                    max(t.updated_at) AS updated_at,

@@ -224,7 +224,8 @@ class DonationService:
             ],
             next_cursor=encode_cursor(page[-1]["seq"]) if more else None,
             totals=[
-                CurrencyTotalOut(currency=t["currency"], net_minor=t["net_minor"]) for t in totals
+                CurrencyTotalOut(currency=t["currency"], net_minor=int(t["net_minor"]))
+                for t in totals
             ],
         )
 
