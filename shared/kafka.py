@@ -206,21 +206,46 @@ class DeadLetter:
     reason: str
 
 
-def dead_letter_value(letter: DeadLetter) -> bytes:
+# A dead letter must fit the broker's message limit (1 MiB by default) whatever the
+# record was: base64, JSON escaping and the reason can make it larger than the original,
+# and a dead letter the broker refuses fails its batch again on every retry.
+DLQ_MAX_VALUE_BYTES = 900 * 1024
+_DLQ_TEXT_MAX_CHARS = 4096
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _DLQ_TEXT_MAX_CHARS:
+        return text
+    return f"{text[:_DLQ_TEXT_MAX_CHARS]}... ({len(text)} characters)"
+
+
+def dead_letter_value(letter: DeadLetter, max_bytes: int = DLQ_MAX_VALUE_BYTES) -> bytes:
+    """The dead letter's JSON: where the record was (topic, partition, offset), why it
+    failed, its key and value. If that exceeds ``max_bytes`` (minus the record key, which
+    travels too), the value is cut to a base64 prefix of the original bytes and marked
+    ``"truncated": true`` with ``value_bytes`` (the original size): the record itself
+    stays in its topic at that offset for as long as the topic keeps it."""
     record = letter.record
     value: bytes = record.value or b""
     body: dict[str, Any] = {
-        "reason": letter.reason,
+        "reason": _clip(letter.reason),
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        "key": _clip(record.key.decode("utf-8", "replace")) if record.key is not None else None,
     }
     try:
         body["value"] = value.decode("utf-8")
     except UnicodeDecodeError:
         body["value"] = base64.b64encode(value).decode()
         body["value_encoding"] = "base64"
+    encoded = orjson.dumps(body)
+    room = max_bytes - len(record.key or b"")
+    if len(encoded) <= room:
+        return encoded
+    body.update(value="", value_encoding="base64", truncated=True, value_bytes=len(value))
+    keep = max(0, room - len(orjson.dumps(body))) // 4 * 3  # base64: 4 chars per 3 bytes
+    body["value"] = base64.b64encode(value[:keep]).decode()
     return orjson.dumps(body)
 
 
@@ -422,7 +447,7 @@ class BatchConsumer:
         try:
             return list(await self._apply_prepared(prepared))
         except Exception as exc:
-            if self._is_transient(exc) or len(records) == 1:
+            if self._is_transient(exc):
                 raise
             log.warning(
                 "batch failed on its data; isolating records",
