@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -33,11 +33,15 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.helpers import create_ssl_context
 from murmurhash2 import murmurhash2
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.events import DLQ_SUFFIX
 from shared.observability import get_logger
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
@@ -57,6 +61,71 @@ LAG = Gauge(
 DEAD_LETTERS = Counter("gfg_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
 
 Record: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka ships no types
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the brokers are and how to authenticate to them: the options every client
+    (producer, consumer, admin) gets. A plain bootstrap string means PLAINTEXT."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> KafkaAccess:
+        def text(path: object) -> str | None:
+            return str(path) if path is not None else None
+
+        password = settings.kafka_sasl_plain_password
+        key_password = settings.kafka_ssl_key_password
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_plain_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+            ssl_cafile=text(settings.kafka_ssl_cafile),
+            ssl_certfile=text(settings.kafka_ssl_certfile),
+            ssl_keyfile=text(settings.kafka_ssl_keyfile),
+            ssl_key_password=key_password.get_secret_value() if key_password else None,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka keyword arguments shared by every client kind."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_plain_username,
+                sasl_plain_password=self.sasl_plain_password,
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_key_password,
+            )
+        return options
+
+
+# A bootstrap string (PLAINTEXT: tests and local tools) or the full access settings.
+Kafka: TypeAlias = str | KafkaAccess
+
+
+def client_options(kafka: Kafka) -> dict[str, Any]:
+    access = kafka if isinstance(kafka, KafkaAccess) else KafkaAccess(kafka)
+    return access.client_options()
 
 
 # After these the idempotent producer never recovers by itself (aiokafka issue #1017: a
@@ -143,10 +212,10 @@ def kafka_partitioner(key: bytes | None, all_partitions: list[int], available: l
     return all_partitions[(murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % len(all_partitions)]
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Producer:
+def make_producer(bootstrap: Kafka, **overrides: Any) -> Producer:
     """Idempotent (acks=all) producer: per-partition order survives retries."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **client_options(bootstrap),
         "partitioner": kafka_partitioner,
         "enable_idempotence": True,
         "acks": "all",
@@ -159,12 +228,12 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(options)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
+async def ensure_topics(bootstrap: Kafka, names: Iterable[str], partitions: int) -> list[str]:
     """Creates the missing topics and their ``.dlq`` twins; returns those created now."""
     wanted: list[str] = []
     for name in names:
         wanted += [name, name + DLQ_SUFFIX]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=15_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -301,7 +370,7 @@ class BatchConsumer:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         topic: str,
         group_id: str,
         handler: BatchHandler | TwoPhaseHandler,
@@ -332,7 +401,7 @@ class BatchConsumer:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

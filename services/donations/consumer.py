@@ -45,7 +45,7 @@ from shared.events import (
     OrderRefunded,
     order_event_adapter,
 )
-from shared.kafka import BatchConsumer, DeadLetter, Producer, Record
+from shared.kafka import BatchConsumer, DeadLetter, KafkaAccess, Producer, Record
 from shared.outbox import OutboxMessage, enqueue
 
 EVENTS = PromCounter(
@@ -212,7 +212,7 @@ def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> 
 def build_consumer(settings: Settings, pool: Pool, producer: Producer) -> BatchConsumer:
     handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
     return BatchConsumer(
-        bootstrap=settings.kafka_bootstrap,
+        bootstrap=KafkaAccess.from_settings(settings),
         topic=settings.topic(TOPIC_ORDERS),
         group_id=group_id(settings),
         handler=handler,
