@@ -16,7 +16,7 @@ from services.charities.endpoints import TotalsFastPath, pages, router, static_f
 from services.charities.service import CharityService
 from shared import db
 from shared.events import TOPIC_LEDGER
-from shared.kafka import BatchConsumer
+from shared.kafka import BatchConsumer, KafkaAccess
 from shared.observability import get_logger
 from shared.web import build_app, service_resources
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                 )
                 if consume:
                     consumer = BatchConsumer(
-                        bootstrap=settings.kafka_bootstrap,
+                        bootstrap=KafkaAccess.from_settings(settings),
                         topic=topic,
                         group_id=settings.topic_prefix + "charities",
                         handler=LedgerFolder(res.pool),

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import TypeAlias
 
 import asyncpg
@@ -317,9 +318,9 @@ async def charity_totals(conn: Conn, charity_id: uuid.UUID) -> list[Row]:
         f"""
         WITH p AS (SELECT project_id FROM project WHERE charity_id = $1),
         sums AS (
-            SELECT t.currency, sum(t.donated_minor)::bigint AS donated_minor,
-                   sum(t.reversed_minor)::bigint AS reversed_minor,
-                   sum(t.matched_minor)::bigint AS matched_minor,
+            SELECT t.currency, sum(t.donated_minor) AS donated_minor,
+                   sum(t.reversed_minor) AS reversed_minor,
+                   sum(t.matched_minor) AS matched_minor,
                    sum(t.donation_count)::bigint AS donation_count,
                    max(t.last_donation_at) AS last_donation_at,
                    max(t.updated_at) AS updated_at,
@@ -331,8 +332,8 @@ async def charity_totals(conn: Conn, charity_id: uuid.UUID) -> list[Row]:
             FROM project_seller AS s JOIN p USING (project_id)
             GROUP BY s.currency
         ), f AS (
-            SELECT f.currency, sum(f.posted_minor)::bigint AS posted_minor,
-                   sum(f.disbursed_minor)::bigint AS disbursed_minor,
+            SELECT f.currency, sum(f.posted_minor) AS posted_minor,
+                   sum(f.disbursed_minor) AS disbursed_minor,
                    max(f.updated_at) AS updated_at
             FROM project_funds AS f JOIN p USING (project_id)
             GROUP BY f.currency
@@ -555,13 +556,13 @@ async def get_disbursement(conn: Conn, disbursement_id: uuid.UUID) -> Row | None
 
 
 async def available_minor(conn: Conn, project_id: uuid.UUID, currency: str) -> int:
-    available: int | None = await conn.fetchval(
+    available: Decimal | None = await conn.fetchval(  # numeric: sums never overflow
         "SELECT posted_minor - disbursed_minor FROM project_funds"
         " WHERE project_id = $1 AND currency = $2",
         project_id,
         currency,
     )
-    return available or 0
+    return int(available) if available is not None else 0
 
 
 async def fifo_candidates(

@@ -55,7 +55,7 @@ from shared.events import (
     OrderRefunded,
     order_event_adapter,
 )
-from shared.kafka import BatchConsumer, DeadLetter, Producer, Record
+from shared.kafka import BatchConsumer, DeadLetter, KafkaAccess, Producer, Record
 from shared.outbox import OutboxMessage, enqueue
 
 EVENTS = PromCounter(
@@ -272,7 +272,7 @@ def build_consumer(settings: Settings, pool: Pool, producer: Producer) -> BatchC
         pool, settings.topic(TOPIC_LEDGER), window=timedelta(seconds=settings.return_window_s)
     )
     return BatchConsumer(
-        bootstrap=settings.kafka_bootstrap,
+        bootstrap=KafkaAccess.from_settings(settings),
         topic=settings.topic(TOPIC_ORDERS),
         group_id=group_id(settings),
         handler=handler,

@@ -203,10 +203,10 @@ _SELLER_ENTRIES = f"""
 SELECT {_ENTRY_COLUMNS} FROM ledger_entry
 WHERE seller_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
+# numeric: a seller's entries (each at most 10^15) can sum past bigint's 2^63.
 _SELLER_TOTALS = """
 SELECT currency,
-       sum(CASE kind WHEN 'accrual' THEN amount_minor ELSE -amount_minor END)::bigint
-           AS net_minor
+       sum(CASE kind WHEN 'accrual' THEN amount_minor ELSE -amount_minor END) AS net_minor
 FROM ledger_entry WHERE seller_id = $1 GROUP BY currency ORDER BY currency
 """
 

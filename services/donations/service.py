@@ -27,10 +27,13 @@ from services.donations.schemas import (
 )
 from shared.auth import Principal, ensure_seller
 from shared.db import Pool
+from shared.observability import get_logger
 from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
 from shared.problems import Invalid, NotFound, Unavailable
 from shared.tlog import store
 from shared.tlog.api import LogReader, b64
+
+log = get_logger(__name__)
 
 _NEWEST = 2**31 - 1  # a rule version above every real one: the first page of versions
 
@@ -84,8 +87,8 @@ def rule_errors(body: RuleIn) -> list[tuple[str, str]]:
     if body.mode == "fixed":
         if body.amount_minor is None:
             error("amount_minor", "required when mode is 'fixed'")
-        elif body.amount_minor < 1:
-            error("amount_minor", "must be at least 1")
+        elif body.amount_minor < 0:  # 0: an item-only rule, no order amount
+            error("amount_minor", "must not be negative")
         for name in ("basis_points", "min_minor", "max_minor"):
             if getattr(body, name) is not None:
                 error(name, "not allowed when mode is 'fixed'")
@@ -161,8 +164,11 @@ class DonationService:
         try:
             project = await self._charities.project(body.project_id)
         except CharitiesUnavailable as exc:
+            # The reason (hosts, ports, exception text) goes to the log, not to the client.
+            log.warning("project check failed", project_id=str(body.project_id), error=str(exc))
             raise ProjectCheckUnavailable(
-                f"could not check project {body.project_id} with the charities service: {exc}"
+                "the charities service could not be asked whether the project exists; "
+                "no rule was recorded, try again later"
             ) from exc
         if project is None:
             raise Invalid([("project_id", f"project {body.project_id} does not exist")])
@@ -243,7 +249,8 @@ class DonationService:
             ],
             next_cursor=encode_cursor(page[-1]["seq"]) if more else None,
             totals=[
-                CurrencyTotalOut(currency=t["currency"], net_minor=t["net_minor"]) for t in totals
+                CurrencyTotalOut(currency=t["currency"], net_minor=int(t["net_minor"]))
+                for t in totals
             ],
         )
 
