@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +26,8 @@ from services.charities.schemas import (
     Totals,
 )
 from services.charities.service import Cached, CharityService
-from shared.auth import AdminDep
+from shared.auth import AdminDep, AuthFirstRoute
+from shared.types import Day, Text
 from shared.web import app_service, conditional_response
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -35,8 +36,9 @@ CACHE_CONTROL = "public, max-age=1"
 ServiceDep = Annotated[CharityService, Depends(app_service)]
 IfNoneMatch = Annotated[str | None, Header()]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Cursor = Annotated[Text | None, Query(max_length=512)]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=AuthFirstRoute)
 
 
 def _created(response: Response, created: bool) -> None:
@@ -68,13 +70,13 @@ async def create_charity(
 
 @router.get("/charities")
 async def list_charities(
-    service: ServiceDep, limit: Limit = 50, cursor: str | None = None
+    service: ServiceDep, limit: Limit = 50, cursor: Cursor = None
 ) -> CharityPage:
     return await service.list_charities(limit, cursor)
 
 
 @router.get("/charities/{charity_id}")
-async def get_charity(charity_id: str, service: ServiceDep) -> Charity:
+async def get_charity(charity_id: Text, service: ServiceDep) -> Charity:
     return await service.get_charity(charity_id)
 
 
@@ -84,7 +86,7 @@ async def get_charity(charity_id: str, service: ServiceDep) -> Charity:
     responses={200: {"model": Project, "description": "the same project created before"}},
 )
 async def create_project(
-    charity_id: str, body: ProjectCreate, _: AdminDep, service: ServiceDep, response: Response
+    charity_id: Text, body: ProjectCreate, _: AdminDep, service: ServiceDep, response: Response
 ) -> Project:
     project, created = await service.create_project(charity_id, body)
     _created(response, created)
@@ -97,7 +99,7 @@ async def list_projects(
     charity_id: uuid.UUID | None = None,
     status: ProjectStatus | None = None,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> ProjectPage:
     return await service.list_projects(
         charity_id=charity_id, status=status, limit=limit, cursor=cursor
@@ -105,12 +107,12 @@ async def list_projects(
 
 
 @router.get("/projects/{project_id}")
-async def get_project(project_id: str, service: ServiceDep) -> Project:
+async def get_project(project_id: Text, service: ServiceDep) -> Project:
     return await service.get_project(project_id)
 
 
 @router.post("/projects/{project_id}/close")
-async def close_project(project_id: str, _: AdminDep, service: ServiceDep) -> Project:
+async def close_project(project_id: Text, _: AdminDep, service: ServiceDep) -> Project:
     return await service.close_project(project_id)
 
 
@@ -128,14 +130,14 @@ async def all_totals(service: ServiceDep, if_none_match: IfNoneMatch = None) -> 
 
 @router.get("/projects/{project_id}/totals", response_model=Totals, responses=_NOT_MODIFIED)
 async def project_totals(
-    project_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+    project_id: Text, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     return _conditional(await service.project_totals(project_id), if_none_match)
 
 
 @router.get("/charities/{charity_id}/totals", response_model=CharityTotals, responses=_NOT_MODIFIED)
 async def charity_totals(
-    charity_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+    charity_id: Text, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     return _conditional(await service.charity_totals(charity_id), if_none_match)
 
@@ -146,10 +148,10 @@ async def charity_totals(
     responses=_NOT_MODIFIED,
 )
 async def daily_totals(
-    project_id: str,
+    project_id: Text,
     service: ServiceDep,
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
+    start: Annotated[Day | None, Query(alias="from")] = None,
+    end: Annotated[Day | None, Query(alias="to")] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     end = end or datetime.now(UTC).date()

@@ -9,12 +9,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from shared.money import Currency, MinorAmount
+from shared.types import Text
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 RegistrationNo = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
 ]
-Description = Annotated[str, StringConstraints(max_length=4000)]
+Description = Annotated[Text, StringConstraints(max_length=4000)]
 ProjectStatus = Literal["active", "closed"]
 
 

@@ -8,13 +8,15 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from services.donations.schemas import ReceiptOut, RuleIn, RuleOut, RuleVersionsOut, StatementOut
 from services.donations.service import DonationService
-from shared.auth import Principal, Role, require
+from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.types import Text
 from shared.web import app_service
 
-router = APIRouter(prefix="/v1", tags=["donations"])
+router = APIRouter(prefix="/v1", tags=["donations"], route_class=AuthFirstRoute)
 
-SellerId = Annotated[str, Path(min_length=1, max_length=64)]
-OrderId = Annotated[str, Path(min_length=1, max_length=64)]
+SellerId = Annotated[Text, Path(min_length=1, max_length=64)]
+OrderId = Annotated[Text, Path(min_length=1, max_length=64)]
+Cursor = Annotated[Text | None, Query(max_length=512)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 OwnSellerDep = Annotated[Principal, Depends(require(Role.SELLER))]
 SellerDep = Annotated[Principal, Depends(require(Role.SELLER, Role.ADMIN))]
@@ -40,7 +42,7 @@ async def get_rule_versions(
     principal: SellerDep,
     service: ServiceDep,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> RuleVersionsOut:
     """All versions of the seller's rule, newest first (empty if never set)."""
     return await service.rule_versions(principal, seller_id, limit, cursor)
@@ -52,7 +54,7 @@ async def get_statement(
     principal: SellerDep,
     service: ServiceDep,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> StatementOut:
     """The seller's ledger entries, oldest first, and its net donation per currency."""
     return await service.statement(principal, seller_id, limit, cursor)

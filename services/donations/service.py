@@ -24,7 +24,14 @@ from services.donations.schemas import (
 )
 from shared.auth import Principal, ensure_seller
 from shared.db import Pool
-from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
+from shared.pagination import (
+    INT4_MAX,
+    INT8_MAX,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+    split_page,
+)
 from shared.problems import Invalid, NotFound, Unavailable
 
 _NEWEST = 2**31 - 1  # a rule version above every real one: the first page of versions
@@ -46,14 +53,12 @@ class ProjectCheckUnavailable(Unavailable):
     title = "Charities service unavailable"
 
 
-def _position(cursor: str | None) -> int | None:
-    """The list position a cursor of this service holds (a ledger seq or a rule version)."""
+def _position(cursor: str | None, maximum: int) -> int | None:
+    """The list position a cursor of this service holds (a ledger seq, a bigint, or a rule
+    version, an integer: ``maximum`` is its column type's largest value)."""
     if cursor is None:
         return None
-    position = decode_cursor(cursor)
-    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        raise InvalidCursor()
-    return position
+    return cursor_int(decode_cursor(cursor), maximum)
 
 
 def rule_errors(body: RuleIn) -> list[tuple[str, str]]:
@@ -185,7 +190,7 @@ class DonationService:
     ) -> RuleVersionsOut:
         """All versions of the seller's rule, newest first (empty if never set)."""
         ensure_seller(principal, seller_id)
-        before = _position(cursor)
+        before = _position(cursor, INT4_MAX)
         async with self._pool.acquire() as conn:
             rules = await repository.rule_versions(
                 conn, seller_id, before if before is not None else _NEWEST, limit + 1
@@ -202,7 +207,7 @@ class DonationService:
         """The seller's ledger entries, oldest first, and its net donation per currency
         (one snapshot: the page and the totals agree)."""
         ensure_seller(principal, seller_id)
-        after = _position(cursor) or 0
+        after = _position(cursor, INT8_MAX) or 0
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             rows = await repository.seller_entries(conn, seller_id, after, limit + 1)
             totals = await repository.seller_totals(conn, seller_id)

@@ -17,10 +17,10 @@ from services.orders.schemas import (
     RefundOut,
 )
 from services.orders.service import OrderService
-from shared.auth import Principal, Role, require
+from shared.auth import AuthFirstRoute, Principal, Role, require
 from shared.web import app_service
 
-router = APIRouter(prefix="/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/v1/orders", tags=["orders"], route_class=AuthFirstRoute)
 
 StorefrontDep = Annotated[Principal, Depends(require(Role.STOREFRONT))]
 ReaderDep = Annotated[Principal, Depends(require(Role.STOREFRONT, Role.ADMIN))]

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from shared.money import MAX_MINOR, Currency, MinorAmount
+from shared.types import Text, Timestamp
 
 # Most orders one batch request may carry (and most items one order may list).
 BATCH_MAX_ORDERS = 1000
 ORDER_MAX_ITEMS = 1000
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-Key = Annotated[str, Field(min_length=1, max_length=64, pattern=KEY_PATTERN)]
+Key = Annotated[Text, Field(min_length=1, max_length=64, pattern=KEY_PATTERN)]
+FreeText = Annotated[Text, Field(min_length=1, max_length=128)]
 
-
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-# RFC 3339 with a zone (a naive timestamp is refused), held in UTC.
-UtcTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Quantity = Annotated[int, Field(gt=0, le=1_000_000, strict=True)]
 PositiveAmount = Annotated[int, Field(gt=0, le=MAX_MINOR, strict=True)]
 # Responses write timestamps as ``datetime.isoformat`` does (``+00:00``, not ``Z``).
@@ -33,7 +28,7 @@ IsoTimestamp = Annotated[
 class OrderItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    item_id: Annotated[str, Field(min_length=1, max_length=128)]
+    item_id: FreeText
     quantity: Quantity
     unit_price_minor: MinorAmount
 
@@ -45,13 +40,13 @@ class OrderIn(BaseModel):
 
     order_id: Key
     seller_id: Key
-    buyer_ref: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    buyer_ref: FreeText | None = None
     currency: Currency
     total_minor: MinorAmount
     items: Annotated[list[OrderItem], Field(min_length=1, max_length=ORDER_MAX_ITEMS)]
-    placed_at: UtcTimestamp | None = None
+    placed_at: Timestamp | None = None
     status: Literal["placed", "completed"] = "placed"
-    completed_at: UtcTimestamp | None = None
+    completed_at: Timestamp | None = None
 
     def canonical(self) -> dict[str, Any]:
         """What the request means, for the idempotency hash (datetimes already in UTC)."""
@@ -71,7 +66,7 @@ class BatchOut(BaseModel):
 class CompleteIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    completed_at: UtcTimestamp | None = None
+    completed_at: Timestamp | None = None
 
 
 class RefundIn(BaseModel):
