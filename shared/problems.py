@@ -287,9 +287,12 @@ class CrashBarrier:
 
         try:
             await self.app(scope, receive, watched_send)
-        except Exception:
-            log.exception(
-                "unhandled exception in request", method=scope.get("method"), path=scope["path"]
+        except Exception as exc:
+            log.error(
+                "unhandled exception in request",
+                method=scope.get("method"),
+                path=scope["path"],
+                exc_info=exc,
             )
             if started:
                 raise
