@@ -6,11 +6,14 @@ import httpx
 import pytest
 
 from shared.auth import Role
-from shared.pagination import INT4_MAX, INT8_MAX
 from tests.conftest import bearer, unique
 from tests.integration.donations.conftest import Donations, create_project, put_rule
 from tests.support import assert_problem, forged_cursor
 
+# The largest values of the columns the cursors point into: rule versions are ``integer``,
+# ledger sequence numbers ``bigint``.
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
 UNSTORABLE_IDS = ["a%00b", "%00", "%00%00"]
 
 

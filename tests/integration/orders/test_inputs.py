@@ -12,7 +12,14 @@ from shared.problems import MAX_BODY_BYTES
 from tests.integration.orders.conftest import new_order, storefront
 from tests.support import ascii_json, assert_problem
 
-EXTREME_TIMESTAMPS = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "1999-12-31T23:59Z"]
+EXTREME_TIMESTAMPS = [
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:30:00+01:00",  # in UTC, before year 1
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T23:59:59-01:00",  # in UTC, after year 9999
+    "1999-12-31T23:59Z",
+    "2100-01-01T00:00:00.000001Z",
+]
 
 
 async def post_raw(http: httpx.AsyncClient, url: str, body: Any, seller: str) -> httpx.Response:
