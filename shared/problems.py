@@ -19,6 +19,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -181,6 +182,69 @@ def data_error(exc: Exception) -> Invalid:
         if isinstance(exc, kind):
             return Invalid([("body", message)])
     return Invalid([("body", "a value cannot be stored")])
+
+
+class FieldErrorOut(BaseModel):
+    """One failing field of a validation problem."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    field: str
+    """Dotted path of the field in the body, the query or the path (``items.0.quantity``)."""
+    message: str
+    """What is wrong with it."""
+
+
+class ProblemDetails(BaseModel):
+    """An error, as RFC 9457 problem+json; some problems carry one more member naming
+    the thing in the way (``current_status``, ``charity_id``, ``project_id``)."""
+
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": _TYPE_BASE + "validation-error",
+                    "title": "Validation failed",
+                    "status": 422,
+                    "detail": "buyer_ref: Value error, must not contain a NUL character",
+                    "instance": "/v1/orders",
+                    "errors": [
+                        {
+                            "field": "buyer_ref",
+                            "message": "Value error, must not contain a NUL character",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    type: str
+    """``https://goodsforgood.dev/problems/`` and the problem's kind (``not-found``...)."""
+    title: str
+    """A short summary of the kind of problem."""
+    status: int
+    """The HTTP status code."""
+    detail: str
+    """What went wrong with this request."""
+    instance: str | None = None
+    """The request's path."""
+    errors: list[FieldErrorOut] | None = None
+    """Every failing field (validation problems only)."""
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of the problems a route or router can answer."""
+    schema = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    return {
+        status: {
+            "model": ProblemDetails,
+            "description": _STATUS_KIND.get(status, "error").replace("-", " ").capitalize(),
+            "content": {PROBLEM_JSON: schema},
+        }
+        for status in statuses
+    }
 
 
 def problem_response(error: DomainError, instance: str | None = None) -> Response:

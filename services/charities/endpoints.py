@@ -27,6 +27,7 @@ from services.charities.schemas import (
 )
 from services.charities.service import Cached, CharityService
 from shared.auth import AdminDep, AuthFirstRoute
+from shared.problems import problem_responses
 from shared.types import Day, Text
 from shared.web import app_service, conditional_response
 
@@ -38,7 +39,11 @@ IfNoneMatch = Annotated[str | None, Header()]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[Text | None, Query(max_length=512)]
 
-router = APIRouter(prefix="/v1", route_class=AuthFirstRoute)
+router = APIRouter(
+    prefix="/v1",
+    route_class=AuthFirstRoute,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
 
 
 def _created(response: Response, created: bool) -> None:

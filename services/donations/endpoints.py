@@ -9,10 +9,16 @@ from fastapi import APIRouter, Depends, Path, Query
 from services.donations.schemas import ReceiptOut, RuleIn, RuleOut, RuleVersionsOut, StatementOut
 from services.donations.service import DonationService
 from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.problems import problem_responses
 from shared.types import Text
 from shared.web import app_service
 
-router = APIRouter(prefix="/v1", tags=["donations"], route_class=AuthFirstRoute)
+router = APIRouter(
+    prefix="/v1",
+    tags=["donations"],
+    route_class=AuthFirstRoute,
+    responses=problem_responses(401, 403, 404, 413, 422, 503),
+)
 
 SellerId = Annotated[Text, Path(min_length=1, max_length=64)]
 OrderId = Annotated[Text, Path(min_length=1, max_length=64)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Response
 
@@ -18,6 +18,7 @@ from services.orders.schemas import (
 )
 from services.orders.service import OrderService
 from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.problems import problem_responses
 from shared.web import app_service
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"], route_class=AuthFirstRoute)
@@ -25,9 +26,7 @@ router = APIRouter(prefix="/v1/orders", tags=["orders"], route_class=AuthFirstRo
 StorefrontDep = Annotated[Principal, Depends(require(Role.STOREFRONT))]
 ReaderDep = Annotated[Principal, Depends(require(Role.STOREFRONT, Role.ADMIN))]
 ServiceDep = Annotated[OrderService, Depends(app_service)]
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 422)
-}
+_PROBLEMS = problem_responses(401, 403, 404, 409, 413, 422)
 
 
 @router.post(
