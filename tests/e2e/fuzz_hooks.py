@@ -18,8 +18,9 @@ import schemathesis
 from hypothesis import strategies as st
 
 NASTY_TEXT = ["\x00", "a\x00b", "\ud800", "x\udfff", "\udbff\x00"]
-# Path parameters travel URL-encoded as UTF-8, which cannot hold a lone surrogate.
-NASTY_PATH_TEXT = ["\x00", "a\x00b", "\x00\x00"]
+# Path and query parameters travel URL-encoded as UTF-8, which cannot hold a lone
+# surrogate (the client cannot send one; a server decodes bad bytes to U+FFFD).
+NASTY_URL_TEXT = ["\x00", "a\x00b", "\x00\x00"]
 NASTY_TIMESTAMPS = [
     "0001-01-01T00:00:00Z",
     "0001-01-01T00:30:00+01:00",
@@ -56,6 +57,10 @@ def _nasty_for(name: str) -> st.SearchStrategy[str]:
     if name in ("from", "to"):
         return st.sampled_from(NASTY_DATES)
     return st.sampled_from(NASTY_TEXT)
+
+
+def _nasty_in_url(name: str) -> st.SearchStrategy[str]:
+    return _nasty_for(name) if name in ("cursor", "from", "to") else st.sampled_from(NASTY_URL_TEXT)
 
 
 def _string_leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -114,12 +119,12 @@ def flatmap_query(context: Any, query: Any) -> st.SearchStrategy[Any]:
     for name in _TARGETED_QUERY:
         if name in declared and name not in widened:
             widened[name] = ""  # a string leaf the poisoning may pick
-    return _poisoned(query, widened=widened)
+    return _poisoned(query, _nasty_in_url, widened=widened)
 
 
 @schemathesis.hook
 def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStrategy[Any]:
-    return _poisoned(path_parameters, lambda _name: st.sampled_from(NASTY_PATH_TEXT))
+    return _poisoned(path_parameters, lambda _name: st.sampled_from(NASTY_URL_TEXT))
 
 
 @schemathesis.check

@@ -132,3 +132,16 @@ async def test_list_cursors_out_of_range_are_422(
     assert_problem(got, 422, "cursor")
     nul = await client.get(url, params={"cursor": json.dumps(position) + "\x00"})
     assert_problem(nul, 422, "cursor")
+
+
+async def test_the_token_is_checked_before_the_body_is_read(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    garbage = b"{" * 100_000
+    json_type = {"content-type": "application/json"}
+    for url in ("/v1/charities", f"/v1/charities/{uuid.uuid4()}/projects"):
+        assert_problem(await client.post(url, content=garbage, headers=json_type), 401)
+        seller = json_type | {"Authorization": admin["Authorization"] + "x"}
+        assert_problem(await client.post(url, content=garbage, headers=seller), 401)
+    valid = json_type | admin
+    assert_problem(await client.post("/v1/charities", content=garbage, headers=valid), 422)

@@ -81,3 +81,16 @@ async def test_cursors_out_of_the_columns_range_are_422(
         headers=bearer(Role.SELLER, seller),
     )
     assert edge.status_code == 200, edge.text
+
+
+async def test_the_token_is_checked_before_the_body_is_read(
+    http: httpx.AsyncClient, donations: Donations
+) -> None:
+    url = f"{donations.url}/v1/sellers/s-1/donation-rule"
+    garbage = b"{" * 100_000
+    json_type = {"content-type": "application/json"}
+    assert_problem(await http.put(url, content=garbage, headers=json_type), 401)
+    admin = json_type | bearer(Role.ADMIN)  # a valid token of a role that may not PUT
+    assert_problem(await http.put(url, content=garbage, headers=admin), 403)
+    own = json_type | bearer(Role.SELLER, "s-1")
+    assert_problem(await http.put(url, content=garbage, headers=own), 422)
