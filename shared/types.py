@@ -22,16 +22,16 @@ LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 EARLIEST_DAY = EARLIEST.date()
 LATEST_DAY = LATEST.date()
 
-# NUL, and the UTF-16 surrogate range: a str holding either cannot be stored as text.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The UTF-16 surrogate range: a str holding one cannot be encoded as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def storable_text(value: str) -> str:
     """``value`` unless PostgreSQL could not store it as text."""
-    found = _UNSTORABLE.search(value)
-    if found is not None:
-        if found.group() == "\x00":
-            raise ValueError("must not contain a NUL character")
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    # ASCII (almost every id and key) holds no surrogate: skip the scan.
+    if not value.isascii() and _SURROGATE.search(value) is not None:
         raise ValueError("must not contain a lone surrogate (not encodable as UTF-8)")
     return value
 
