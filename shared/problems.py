@@ -386,11 +386,12 @@ class BodySizeLimit:
                 await problem_response(too_large, scope.get("path"))(scope, receive, send)
                 return
         received = 0
-        refused = False
+        refused = False  # the body went over the limit: the app reads no more of it
+        answered = False  # ... and this middleware answered 413 in the app's place
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, refused, answered
             if refused:
                 return {"type": "http.disconnect"}
             message = await receive()
@@ -399,13 +400,14 @@ class BodySizeLimit:
                 if received > self.limit:
                     refused = True
                     if not started:
+                        answered = True
                         await problem_response(too_large, scope.get("path"))(scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if refused:
+            if answered:
                 return
             if message["type"] == "http.response.start":
                 started = True
