@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,9 +36,15 @@ STATIC_DIR = Path(__file__).parent / "static"
 CACHE_CONTROL = "public, max-age=1"
 
 ServiceDep = Annotated[CharityService, Depends(app_service)]
-IfNoneMatch = Annotated[str | None, Header()]
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[Text | None, Query(max_length=512)]
+IfNoneMatch = Annotated[
+    str | None, Header(description="ETags the client holds: 304 if one is current.")
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Most items on the page.")]
+Cursor = Annotated[
+    Text | None, Query(max_length=512, description="The `next_cursor` of the previous page.")
+]
+CharityId = Annotated[Text, PathParam(description="The charity's id (a UUID).")]
+ProjectId = Annotated[Text, PathParam(description="The project's id (a UUID).")]
 
 router = APIRouter(
     prefix="/v1",
@@ -81,7 +88,7 @@ async def list_charities(
 
 
 @router.get("/charities/{charity_id}")
-async def get_charity(charity_id: Text, service: ServiceDep) -> Charity:
+async def get_charity(charity_id: CharityId, service: ServiceDep) -> Charity:
     return await service.get_charity(charity_id)
 
 
@@ -91,7 +98,7 @@ async def get_charity(charity_id: Text, service: ServiceDep) -> Charity:
     responses={200: {"model": Project, "description": "the same project created before"}},
 )
 async def create_project(
-    charity_id: Text, body: ProjectCreate, _: AdminDep, service: ServiceDep, response: Response
+    charity_id: CharityId, body: ProjectCreate, _: AdminDep, service: ServiceDep, response: Response
 ) -> Project:
     project, created = await service.create_project(charity_id, body)
     _created(response, created)
@@ -101,8 +108,8 @@ async def create_project(
 @router.get("/projects")
 async def list_projects(
     service: ServiceDep,
-    charity_id: uuid.UUID | None = None,
-    status: ProjectStatus | None = None,
+    charity_id: Annotated[uuid.UUID | None, Query(description="Only this charity's.")] = None,
+    status: Annotated[ProjectStatus | None, Query(description="Only in this status.")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ProjectPage:
@@ -112,12 +119,12 @@ async def list_projects(
 
 
 @router.get("/projects/{project_id}")
-async def get_project(project_id: Text, service: ServiceDep) -> Project:
+async def get_project(project_id: ProjectId, service: ServiceDep) -> Project:
     return await service.get_project(project_id)
 
 
 @router.post("/projects/{project_id}/close")
-async def close_project(project_id: Text, _: AdminDep, service: ServiceDep) -> Project:
+async def close_project(project_id: ProjectId, _: AdminDep, service: ServiceDep) -> Project:
     return await service.close_project(project_id)
 
 
@@ -135,14 +142,14 @@ async def all_totals(service: ServiceDep, if_none_match: IfNoneMatch = None) -> 
 
 @router.get("/projects/{project_id}/totals", response_model=Totals, responses=_NOT_MODIFIED)
 async def project_totals(
-    project_id: Text, service: ServiceDep, if_none_match: IfNoneMatch = None
+    project_id: ProjectId, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     return _conditional(await service.project_totals(project_id), if_none_match)
 
 
 @router.get("/charities/{charity_id}/totals", response_model=CharityTotals, responses=_NOT_MODIFIED)
 async def charity_totals(
-    charity_id: Text, service: ServiceDep, if_none_match: IfNoneMatch = None
+    charity_id: CharityId, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     return _conditional(await service.charity_totals(charity_id), if_none_match)
 
@@ -153,10 +160,14 @@ async def charity_totals(
     responses=_NOT_MODIFIED,
 )
 async def daily_totals(
-    project_id: Text,
+    project_id: ProjectId,
     service: ServiceDep,
-    start: Annotated[Day | None, Query(alias="from")] = None,
-    end: Annotated[Day | None, Query(alias="to")] = None,
+    start: Annotated[
+        Day | None, Query(alias="from", description="First UTC day (default: to - 29 days).")
+    ] = None,
+    end: Annotated[
+        Day | None, Query(alias="to", description="Last UTC day (default: today).")
+    ] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     end = end or datetime.now(UTC).date()

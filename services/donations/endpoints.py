@@ -20,10 +20,12 @@ router = APIRouter(
     responses=problem_responses(401, 403, 404, 413, 422, 503),
 )
 
-SellerId = Annotated[Text, Path(min_length=1, max_length=64)]
-OrderId = Annotated[Text, Path(min_length=1, max_length=64)]
-Cursor = Annotated[Text | None, Query(max_length=512)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+SellerId = Annotated[Text, Path(min_length=1, max_length=64, description="The seller.")]
+OrderId = Annotated[Text, Path(min_length=1, max_length=64, description="The order.")]
+Cursor = Annotated[
+    Text | None, Query(max_length=512, description="The `next_cursor` of the previous page.")
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Most items on the page.")]
 OwnSellerDep = Annotated[Principal, Depends(require(Role.SELLER))]
 SellerDep = Annotated[Principal, Depends(require(Role.SELLER, Role.ADMIN))]
 ServiceDep = Annotated[DonationService, Depends(app_service)]

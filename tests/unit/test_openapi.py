@@ -1,5 +1,5 @@
-"""The three OpenAPI documents describe every schema and property; request bodies have
-examples that the models themselves accept."""
+"""The three OpenAPI documents describe every schema, property and parameter; request
+bodies have examples that the models themselves accept."""
 
 from __future__ import annotations
 
@@ -37,6 +37,18 @@ def test_every_schema_and_property_has_a_description(service: str) -> None:
         for name, schema in schemas.items()
         for prop, spec in schema.get("properties", {}).items()
         if not spec.get("description")
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("service", list(APPS))
+def test_every_parameter_has_a_description(service: str) -> None:
+    missing = [
+        f"{method.upper()} {path} {parameter['name']}"
+        for path, ops in _document(service)["paths"].items()
+        for method, op in ops.items()
+        for parameter in op.get("parameters", [])
+        if not parameter.get("description")
     ]
     assert missing == []
 
