@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -33,6 +33,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.responses import Response
 
 from shared.problems import Problem
 
@@ -367,22 +370,69 @@ class Authenticator:
         return principal
 
 
-def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
-    """Dependency: a valid token whose role is one of ``roles`` (401 / 403 otherwise)."""
+# Where ``AuthFirstRoute`` leaves the principal it verified, for the route's dependency.
+_PRINCIPAL_KEY = "gfg.principal"
 
-    allowed = frozenset(roles)
 
-    # async although it never awaits: FastAPI runs a plain ``def`` dependency in a worker
-    # thread, which costs more per request than the token check itself.
-    async def dependency(request: Request) -> Principal:
-        auth: Authenticator = request.app.state.auth
-        principal = auth.principal(request.headers.get("authorization"))
-        if principal.role not in allowed:
-            names = ", ".join(sorted(allowed))
+class RoleCheck:
+    """The dependency ``require`` returns: a valid token whose role is allowed.
+
+    Async although it never awaits: FastAPI runs a plain ``def`` dependency in a worker
+    thread, which costs more per request than the token check itself.
+    """
+
+    def __init__(self, roles: Iterable[Role]) -> None:
+        self.allowed = frozenset(roles)
+
+    def check(self, request: Request) -> Principal:
+        principal: Principal | None = request.scope.get(_PRINCIPAL_KEY)
+        if principal is None:
+            auth: Authenticator = request.app.state.auth
+            principal = auth.principal(request.headers.get("authorization"))
+        if principal.role not in self.allowed:
+            names = ", ".join(sorted(self.allowed))
             raise forbidden(f"role {principal.role} may not do this (needs {names})")
         return principal
 
-    return dependency
+    async def __call__(self, request: Request) -> Principal:
+        return self.check(request)
+
+
+def require(*roles: Role) -> RoleCheck:
+    """Dependency: a valid token whose role is one of ``roles`` (401 / 403 otherwise)."""
+    return RoleCheck(roles)
+
+
+def _role_checks(dependant: Dependant) -> list[RoleCheck]:
+    found = [dependant.call] if isinstance(dependant.call, RoleCheck) else []
+    for sub in dependant.dependencies:
+        found.extend(_role_checks(sub))
+    return found
+
+
+class AuthFirstRoute(APIRoute):
+    """A route that checks the caller's token before it reads the request body.
+
+    FastAPI reads and parses a body before it resolves dependencies, so an unauthenticated
+    client could make a service parse a megabyte of JSON. On a route with a body and a
+    ``require`` dependency this checks the token (and role) first and leaves the principal
+    in the request scope, where the dependency picks it up instead of verifying again.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        checks = _role_checks(self.dependant) if self.body_field is not None else []
+        if not checks:
+            return handler
+
+        async def authenticated_handler(request: Request) -> Response:
+            principal = checks[0].check(request)
+            for check in checks[1:]:
+                check.check(request)
+            request.scope[_PRINCIPAL_KEY] = principal
+            return await handler(request)
+
+        return authenticated_handler
 
 
 def ensure_seller(principal: Principal, seller_id: str) -> None:

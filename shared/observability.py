@@ -36,7 +36,13 @@ def setup_logging(level: str = "INFO", json: bool = True) -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared_processors, structlog.stdlib.ExtraAdder()],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # JSON lines carry a logged exception's traceback as text (the console
+            # renderer prints it by itself).
+            *([structlog.processors.format_exc_info] if json else []),
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

@@ -3,7 +3,10 @@
 Service layers raise ``DomainError`` subclasses: each class carries its HTTP status, its
 problem type slug (``kind``) and its title, so the service layer says what went wrong
 and never how it is rendered. One set of handlers (``install_problem_handlers``) turns
-any of them, request validation errors and Starlette's HTTP errors into problem+json.
+any of them, request validation errors, Starlette's HTTP errors and the database's
+refusals of a client's value (asyncpg's ``DataError`` family, 422) into problem+json.
+Anything else is a bug: ``CrashBarrier`` logs it with its traceback and still answers a
+well-formed 500 problem that names no internals, on a connection that stays open.
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.stdlib.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 1024 * 1024
@@ -145,6 +153,100 @@ class PayloadTooLarge(DomainError):
     title = "Payload too large"
 
 
+class InternalError(DomainError):
+    """An unhandled exception: still a bug, but answered as a problem."""
+
+    status = 500
+    kind = "internal-error"
+    title = "Internal server error"
+
+    def __init__(self) -> None:
+        super().__init__("the server failed to handle this request; it has been logged")
+
+
+# What a database refusal of a value means, worded for the client (never the server's text).
+_DATA_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (asyncpg.exceptions.NumericValueOutOfRangeError, "a number is out of range"),
+    (asyncpg.exceptions.DatetimeFieldOverflowError, "a date or time is out of range"),
+    (asyncpg.exceptions.InvalidDatetimeFormatError, "a date or time is not valid"),
+    (asyncpg.exceptions.InvalidTextRepresentationError, "a value has the wrong form"),
+    (asyncpg.exceptions.CharacterNotInRepertoireError, "a text holds a character not allowed"),
+    (asyncpg.exceptions.UntranslatableCharacterError, "a text holds a character not allowed"),
+    (asyncpg.exceptions.StringDataRightTruncationError, "a text is too long"),
+)
+
+
+def data_error(exc: Exception) -> Invalid:
+    """A value the database (or its driver) could not take, as a 422 on the request."""
+    for kind, message in _DATA_ERRORS:
+        if isinstance(exc, kind):
+            return Invalid([("body", message)])
+    return Invalid([("body", "a value cannot be stored")])
+
+
+class FieldErrorOut(BaseModel):
+    """One failing field of a validation problem."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    field: str
+    """Dotted path of the field in the body, the query or the path (``items.0.quantity``)."""
+    message: str
+    """What is wrong with it."""
+
+
+class ProblemDetails(BaseModel):
+    """An error, as RFC 9457 problem+json; some problems carry one more member naming
+    the thing in the way (``current_status``, ``charity_id``, ``project_id``)."""
+
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": _TYPE_BASE + "validation-error",
+                    "title": "Validation failed",
+                    "status": 422,
+                    "detail": "buyer_ref: Value error, must not contain a NUL character",
+                    "instance": "/v1/orders",
+                    "errors": [
+                        {
+                            "field": "buyer_ref",
+                            "message": "Value error, must not contain a NUL character",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    type: str
+    """``https://goodsforgood.dev/problems/`` and the problem's kind (``not-found``...)."""
+    title: str
+    """A short summary of the kind of problem."""
+    status: int
+    """The HTTP status code."""
+    detail: str
+    """What went wrong with this request."""
+    instance: str | None = None
+    """The request's path."""
+    errors: list[FieldErrorOut] | None = None
+    """Every failing field (validation problems only)."""
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of the problems a route or router can answer."""
+    schema = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    return {
+        status: {
+            "model": ProblemDetails,
+            "description": _STATUS_KIND.get(status, "error").replace("-", " ").capitalize(),
+            "content": {PROBLEM_JSON: schema},
+        }
+        for status in statuses
+    }
+
+
 def problem_response(error: DomainError, instance: str | None = None) -> Response:
     return Response(
         orjson.dumps(error.body(instance)),
@@ -210,13 +312,65 @@ def install_problem_handlers(
         )
         return problem_response(problem, request.url.path)
 
+    async def on_data_error(request: Request, exc: Exception) -> Response:
+        # Validation should have refused the value: log it so the gap gets closed.
+        log.warning("database refused a request value", path=request.url.path, error=repr(exc))
+        return problem_response(data_error(exc), request.url.path)
+
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    # The server's class 22 errors and the driver's refusal to encode an argument.
+    app.add_exception_handler(asyncpg.exceptions.DataError, on_data_error)
+    app.add_exception_handler(asyncpg.exceptions._base.DataError, on_data_error)
+
+
+class CrashBarrier:
+    """Turns an unhandled exception into a logged, well-formed 500 problem.
+
+    Starlette's own last resort re-raises after answering, and the server then closes the
+    connection; here the exception stops, so keep-alive clients keep their connection. If
+    the response had already started there is nothing well-formed left to send, and the
+    exception goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            log.error(
+                "unhandled exception in request",
+                method=scope.get("method"),
+                path=scope["path"],
+                exc_info=exc,
+            )
+            if started:
+                raise
+            await problem_response(InternalError(), scope["path"])(scope, receive, send)
 
 
 class BodySizeLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, declared or streamed."""
+    """Refuses request bodies over ``limit`` bytes with 413, declared or streamed.
+
+    A declared ``Content-Length`` over the limit is answered before the app runs. A
+    streamed (chunked) body is counted as the app reads it: at the first byte over, this
+    middleware answers 413 itself and tells the app the client went away, and whatever
+    the app then tries to send (FastAPI turns a failed body read into a 400) is dropped.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -232,19 +386,31 @@ class BodySizeLimit:
                 await problem_response(too_large, scope.get("path"))(scope, receive, send)
                 return
         received = 0
+        refused = False  # the body went over the limit: the app reads no more of it
+        answered = False  # ... and this middleware answered 413 in the app's place
+        started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused, answered
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise too_large
+                    refused = True
+                    if not started:
+                        answered = True
+                        await problem_response(too_large, scope.get("path"))(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except PayloadTooLarge as exc:
-            if exc is not too_large:
-                raise
-            await problem_response(too_large, scope.get("path"))(scope, receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)

@@ -17,7 +17,12 @@ from shared.db import Pool, create_pool
 from shared.kafka import KafkaAccess, Producer, ensure_topics, kafka_reachable, make_producer
 from shared.migrations import migrate
 from shared.observability import get_logger, health_router, setup_logging
-from shared.problems import BodySizeLimit, InvalidRequestObserver, install_problem_handlers
+from shared.problems import (
+    BodySizeLimit,
+    CrashBarrier,
+    InvalidRequestObserver,
+    install_problem_handlers,
+)
 from shared.security_headers import SecurityHeaders
 from shared.settings import CommonSettings
 
@@ -70,6 +75,9 @@ def build_app(
     app.state.auth = Authenticator.from_settings(settings)
     app.state.readiness = {}
     install_problem_handlers(app, on_invalid_request=on_invalid_request)
+    # Outermost last: security headers on every answer, the body limit around the app,
+    # and the crash barrier innermost, so even a 500 passes through the other two.
+    app.add_middleware(CrashBarrier)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SecurityHeaders)
     app.include_router(health_router())

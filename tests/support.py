@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -63,3 +66,29 @@ SUMMARY: list[str] = []
 def report(line: str) -> None:
     """Adds a line to the end-of-run summary (counts of fuzz, simulation and fault runs)."""
     SUMMARY.append(line)
+
+
+def assert_problem(response: httpx.Response, status: int, *fields: str) -> dict[str, Any]:
+    """``response`` is a problem+json of ``status`` whose ``errors`` name ``fields``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("https://")
+    assert body["title"]
+    assert body["detail"]
+    named = {e["field"] for e in body.get("errors", [])}
+    assert set(fields) <= named, body
+    return body
+
+
+def ascii_json(body: Any) -> bytes:
+    """``body`` as ASCII JSON, so a lone surrogate in a string travels as its escape
+    (httpx's and orjson's encoders refuse to write one)."""
+    return json.dumps(body).encode()
+
+
+def forged_cursor(position: Any) -> str:
+    """A list cursor holding ``position``, written as ``shared.pagination`` writes one but
+    with the stdlib encoder, which also writes integers beyond 64 bits."""
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")

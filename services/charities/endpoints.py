@@ -4,11 +4,12 @@ order, and the dashboard pages."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,7 +33,9 @@ from services.charities.schemas import (
     Totals,
 )
 from services.charities.service import Cached, CharityService
-from shared.auth import AdminDep, Principal, Role, require
+from shared.auth import AdminDep, AuthFirstRoute, Principal, Role, require
+from shared.problems import problem_responses
+from shared.types import Day, Text
 from shared.web import app_service, conditional_response
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -40,11 +43,22 @@ CACHE_CONTROL = "public, max-age=1"
 CAMPAIGNS_CACHE_CONTROL = "public, max-age=5"
 
 ServiceDep = Annotated[CharityService, Depends(app_service)]
-IfNoneMatch = Annotated[str | None, Header()]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+IfNoneMatch = Annotated[
+    str | None, Header(description="ETags the client holds: 304 if one is current.")
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Most items on the page.")]
+Cursor = Annotated[
+    Text | None, Query(max_length=512, description="The `next_cursor` of the previous page.")
+]
+CharityId = Annotated[Text, PathParam(description="The charity's id (a UUID).")]
+ProjectId = Annotated[Text, PathParam(description="The project's id (a UUID).")]
 DisburserDep = Annotated[Principal, Depends(require(Role.ADMIN, Role.CHARITY))]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(
+    prefix="/v1",
+    route_class=AuthFirstRoute,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
 
 
 def _created(response: Response, created: bool) -> None:
@@ -76,13 +90,13 @@ async def create_charity(
 
 @router.get("/charities")
 async def list_charities(
-    service: ServiceDep, limit: Limit = 50, cursor: str | None = None
+    service: ServiceDep, limit: Limit = 50, cursor: Cursor = None
 ) -> CharityPage:
     return await service.list_charities(limit, cursor)
 
 
 @router.get("/charities/{charity_id}")
-async def get_charity(charity_id: str, service: ServiceDep) -> Charity:
+async def get_charity(charity_id: CharityId, service: ServiceDep) -> Charity:
     return await service.get_charity(charity_id)
 
 
@@ -92,7 +106,7 @@ async def get_charity(charity_id: str, service: ServiceDep) -> Charity:
     responses={200: {"model": Project, "description": "the same project created before"}},
 )
 async def create_project(
-    charity_id: str, body: ProjectCreate, _: AdminDep, service: ServiceDep, response: Response
+    charity_id: CharityId, body: ProjectCreate, _: AdminDep, service: ServiceDep, response: Response
 ) -> Project:
     project, created = await service.create_project(charity_id, body)
     _created(response, created)
@@ -102,10 +116,10 @@ async def create_project(
 @router.get("/projects")
 async def list_projects(
     service: ServiceDep,
-    charity_id: uuid.UUID | None = None,
-    status: ProjectStatus | None = None,
+    charity_id: Annotated[uuid.UUID | None, Query(description="Only this charity's.")] = None,
+    status: Annotated[ProjectStatus | None, Query(description="Only in this status.")] = None,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> ProjectPage:
     return await service.list_projects(
         charity_id=charity_id, status=status, limit=limit, cursor=cursor
@@ -113,12 +127,12 @@ async def list_projects(
 
 
 @router.get("/projects/{project_id}")
-async def get_project(project_id: str, service: ServiceDep) -> Project:
+async def get_project(project_id: ProjectId, service: ServiceDep) -> Project:
     return await service.get_project(project_id)
 
 
 @router.post("/projects/{project_id}/close")
-async def close_project(project_id: str, _: AdminDep, service: ServiceDep) -> Project:
+async def close_project(project_id: ProjectId, _: AdminDep, service: ServiceDep) -> Project:
     return await service.close_project(project_id)
 
 
@@ -175,14 +189,14 @@ async def all_totals(service: ServiceDep, if_none_match: IfNoneMatch = None) -> 
 
 @router.get("/projects/{project_id}/totals", response_model=Totals, responses=_NOT_MODIFIED)
 async def project_totals(
-    project_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+    project_id: ProjectId, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     return _conditional(await service.project_totals(project_id), if_none_match)
 
 
 @router.get("/charities/{charity_id}/totals", response_model=CharityTotals, responses=_NOT_MODIFIED)
 async def charity_totals(
-    charity_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+    charity_id: CharityId, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     return _conditional(await service.charity_totals(charity_id), if_none_match)
 
@@ -193,10 +207,14 @@ async def charity_totals(
     responses=_NOT_MODIFIED,
 )
 async def daily_totals(
-    project_id: str,
+    project_id: ProjectId,
     service: ServiceDep,
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
+    start: Annotated[
+        Day | None, Query(alias="from", description="First UTC day (default: to - 29 days).")
+    ] = None,
+    end: Annotated[
+        Day | None, Query(alias="to", description="Last UTC day (default: today).")
+    ] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     end = end or datetime.now(UTC).date()

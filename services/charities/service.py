@@ -118,13 +118,13 @@ def encode_cursor(created_at: datetime, key: uuid.UUID) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) position of a registry list cursor."""
+    position = pagination.decode_cursor(cursor)
+    if not isinstance(position, list) or len(position) != 2 or not isinstance(position[1], str):
+        raise InvalidCursor()
+    created_at = pagination.cursor_timestamp(position[0])
     try:
-        created_at, key = pagination.decode_cursor(cursor)
-        parsed = datetime.fromisoformat(created_at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return parsed, uuid.UUID(key)
-    except (ValueError, TypeError) as exc:
+        return created_at, uuid.UUID(position[1])
+    except ValueError as exc:
         raise InvalidCursor() from exc
 
 

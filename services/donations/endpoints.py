@@ -15,14 +15,24 @@ from services.donations.schemas import (
     StatementOut,
 )
 from services.donations.service import DonationService
-from shared.auth import Principal, Role, require
+from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.problems import problem_responses
+from shared.types import Text
 from shared.web import app_service
 
-router = APIRouter(prefix="/v1", tags=["donations"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["donations"],
+    route_class=AuthFirstRoute,
+    responses=problem_responses(401, 403, 404, 413, 422, 503),
+)
 
-SellerId = Annotated[str, Path(min_length=1, max_length=64)]
-OrderId = Annotated[str, Path(min_length=1, max_length=64)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+SellerId = Annotated[Text, Path(min_length=1, max_length=64, description="The seller.")]
+OrderId = Annotated[Text, Path(min_length=1, max_length=64, description="The order.")]
+Cursor = Annotated[
+    Text | None, Query(max_length=512, description="The `next_cursor` of the previous page.")
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Most items on the page.")]
 OwnSellerDep = Annotated[Principal, Depends(require(Role.SELLER))]
 SellerDep = Annotated[Principal, Depends(require(Role.SELLER, Role.ADMIN))]
 ServiceDep = Annotated[DonationService, Depends(app_service)]
@@ -47,7 +57,7 @@ async def get_rule_versions(
     principal: SellerDep,
     service: ServiceDep,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> RuleVersionsOut:
     """All versions of the seller's rule, newest first (empty if never set)."""
     return await service.rule_versions(principal, seller_id, limit, cursor)
@@ -59,7 +69,7 @@ async def get_statement(
     principal: SellerDep,
     service: ServiceDep,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> StatementOut:
     """The seller's ledger entries, oldest first, and its net donation per currency."""
     return await service.statement(principal, seller_id, limit, cursor)

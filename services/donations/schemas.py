@@ -11,87 +11,174 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.money import MinorAmount
 
 BasisPoints = Annotated[int, Field(ge=1, le=10_000, strict=True)]
+_DESCRIBED = ConfigDict(use_attribute_docstrings=True)
 
 
 class RuleIn(BaseModel):
     """PUT body. Which of the optional fields a mode needs is checked in service.py."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": "6d58a855-0bdc-4201-85ef-0f765f52a89c",
+                    "mode": "percent",
+                    "basis_points": 50,
+                    "min_minor": 1,
+                    "max_minor": 500,
+                    "active": True,
+                }
+            ]
+        },
+    )
 
     project_id: uuid.UUID
+    """The active project that receives the seller's donations (its currency is the rule's)."""
     mode: Literal["fixed", "percent"]
+    """``fixed``: ``amount_minor`` per order; ``percent``: ``basis_points`` of the total."""
     amount_minor: MinorAmount | None = None
+    """The fixed donation per order in minor units (mode ``fixed`` only, at least 1)."""
     basis_points: BasisPoints | None = None
+    """The rate in basis points, 1 to 10000 (mode ``percent`` only)."""
     min_minor: MinorAmount | None = None
+    """Least donation of a ``percent`` rule in minor units (never above the order total)."""
     max_minor: MinorAmount | None = None
+    """Largest donation of a ``percent`` rule in minor units."""
     active: Annotated[bool, Field(strict=True)]
+    """A JSON boolean; ``false`` pauses donations from the next order on."""
 
 
 class RuleOut(BaseModel):
+    """One version of a seller's donation rule."""
+
+    model_config = _DESCRIBED
+
     seller_id: str
+    """The seller whose rule this is."""
     version: int
+    """The rule's version, 1 for the first; every change is a new version."""
     project_id: uuid.UUID
+    """The project that receives the donations."""
     mode: Literal["fixed", "percent"]
+    """``fixed`` or ``percent``."""
     amount_minor: int | None
+    """The fixed donation per order in minor units (mode ``fixed``)."""
     basis_points: int | None
+    """The rate in basis points (mode ``percent``)."""
     min_minor: int | None
+    """Least donation of a ``percent`` rule, if set."""
     max_minor: int | None
+    """Largest donation of a ``percent`` rule, if set."""
     currency: str
+    """The project's currency: the rule donates only on orders in it."""
     active: bool
+    """Whether the version donates."""
     effective_from: datetime
+    """When this version took effect (the server's clock, UTC)."""
 
 
 class RuleVersionsOut(BaseModel):
+    """One page of a seller's rule versions, newest first."""
+
+    model_config = _DESCRIBED
+
     items: list[RuleOut]
+    """The versions of this page."""
     next_cursor: str | None
+    """The cursor of the next page; null on the last page."""
 
 
 class ReceiptEntryOut(BaseModel):
+    """One ledger entry of an order's donation."""
+
+    model_config = _DESCRIBED
+
     entry_id: uuid.UUID
+    """The entry's id (derived from the order event, so replays do not repeat it)."""
     kind: Literal["accrual", "reversal"]
+    """``accrual`` adds to the donation, ``reversal`` (a refund) takes back."""
     amount_minor: int
+    """The entry's amount in minor units (never negative)."""
     rule_version: int
+    """The rule version in effect when the order was placed."""
     recorded_at: datetime
+    """When the ledger recorded the entry (UTC)."""
     available_on: datetime | None  # accruals: when the return window closes
 
 
 class ReceiptOut(BaseModel):
+    """The public receipt of the donation one order made."""
+
+    model_config = _DESCRIBED
+
     order_id: str
+    """The order."""
     seller_id: str
+    """The seller the order was placed with."""
     project_id: uuid.UUID
+    """The project that received the donation."""
     currency: str
+    """The currency of every amount."""
     net_minor: int
+    """Accruals minus reversals, in minor units."""
     # pending until the posting is recorded (after available_on), then posted
     status: Literal["pending", "posted"]
     available_on: datetime | None
     # available_on has passed: no refund can reverse this donation any more
     final: bool
     entries: list[ReceiptEntryOut]
+    """The order's ledger entries, oldest first."""
 
 
 class StatementEntryOut(BaseModel):
+    """One ledger entry of a seller's statement."""
+
+    model_config = _DESCRIBED
+
     entry_id: uuid.UUID
+    """The entry's id."""
     order_id: str
+    """The order the entry is for."""
     seller_id: str
+    """The seller."""
     project_id: uuid.UUID
+    """The project that received the donation."""
     kind: Literal["accrual", "reversal"]
+    """``accrual`` adds to the donation, ``reversal`` (a refund) takes back."""
     amount_minor: int
+    """The entry's amount in minor units (never negative)."""
     currency: str
+    """The entry's currency."""
     rule_version: int
+    """The rule version in effect when the order was placed."""
     recorded_at: datetime
+    """When the ledger recorded the entry (UTC)."""
 
 
 class CurrencyTotalOut(BaseModel):
+    """A seller's net donation in one currency."""
+
+    model_config = _DESCRIBED
+
     currency: str
+    """ISO 4217 code."""
     net_minor: int
+    """Accruals minus reversals over all the seller's entries, in minor units."""
 
 
 class StatementOut(BaseModel):
     """One page of a seller's ledger entries (oldest first) and its net per currency."""
 
+    model_config = _DESCRIBED
+
     items: list[StatementEntryOut]
+    """The entries of this page."""
     next_cursor: str | None
+    """The cursor of the next page; null on the last page."""
     totals: list[CurrencyTotalOut]
+    """The seller's net per currency over all its entries (not just this page)."""
 
 
 class OrderProofEntryOut(BaseModel):

@@ -28,7 +28,14 @@ from services.donations.schemas import (
 from shared.auth import Principal, ensure_seller
 from shared.db import Pool
 from shared.observability import get_logger
-from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
+from shared.pagination import (
+    INT4_MAX,
+    INT8_MAX,
+    cursor_int,
+    decode_cursor,
+    encode_cursor,
+    split_page,
+)
 from shared.problems import Invalid, NotFound, Unavailable
 from shared.tlog import store
 from shared.tlog.api import LogReader, b64
@@ -67,14 +74,12 @@ class ProjectCheckUnavailable(Unavailable):
     title = "Charities service unavailable"
 
 
-def _position(cursor: str | None) -> int | None:
-    """The list position a cursor of this service holds (a ledger seq or a rule version)."""
+def _position(cursor: str | None, maximum: int) -> int | None:
+    """The list position a cursor of this service holds (a ledger seq, a bigint, or a rule
+    version, an integer: ``maximum`` is its column type's largest value)."""
     if cursor is None:
         return None
-    position = decode_cursor(cursor)
-    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        raise InvalidCursor()
-    return position
+    return cursor_int(decode_cursor(cursor), maximum)
 
 
 def rule_errors(body: RuleIn) -> list[tuple[str, str]]:
@@ -210,7 +215,7 @@ class DonationService:
     ) -> RuleVersionsOut:
         """All versions of the seller's rule, newest first (empty if never set)."""
         ensure_seller(principal, seller_id)
-        before = _position(cursor)
+        before = _position(cursor, INT4_MAX)
         async with self._pool.acquire() as conn:
             rules = await repository.rule_versions(
                 conn, seller_id, before if before is not None else _NEWEST, limit + 1
@@ -227,7 +232,7 @@ class DonationService:
         """The seller's ledger entries, oldest first, and its net donation per currency
         (one snapshot: the page and the totals agree)."""
         ensure_seller(principal, seller_id)
-        after = _position(cursor) or 0
+        after = _position(cursor, INT8_MAX) or 0
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             rows = await repository.seller_entries(conn, seller_id, after, limit + 1)
             totals = await repository.seller_totals(conn, seller_id)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Path, Response
 
 from services.orders.schemas import (
     BatchIn,
@@ -17,17 +17,17 @@ from services.orders.schemas import (
     RefundOut,
 )
 from services.orders.service import OrderService
-from shared.auth import Principal, Role, require
+from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.problems import problem_responses
 from shared.web import app_service
 
-router = APIRouter(prefix="/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/v1/orders", tags=["orders"], route_class=AuthFirstRoute)
 
 StorefrontDep = Annotated[Principal, Depends(require(Role.STOREFRONT))]
 ReaderDep = Annotated[Principal, Depends(require(Role.STOREFRONT, Role.ADMIN))]
 ServiceDep = Annotated[OrderService, Depends(app_service)]
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 422)
-}
+OrderId = Annotated[Key, Path(description="The order's id.")]
+_PROBLEMS = problem_responses(401, 403, 404, 409, 413, 422)
 
 
 @router.post(
@@ -52,13 +52,13 @@ async def create_orders_batch(
 
 
 @router.get("/{order_id}", responses=_PROBLEMS)
-async def get_order(order_id: Key, principal: ReaderDep, service: ServiceDep) -> OrderOut:
+async def get_order(order_id: OrderId, principal: ReaderDep, service: ServiceDep) -> OrderOut:
     return await service.get(order_id, principal)
 
 
 @router.post("/{order_id}/complete", responses=_PROBLEMS)
 async def complete_order(
-    order_id: Key,
+    order_id: OrderId,
     principal: StorefrontDep,
     service: ServiceDep,
     body: Annotated[CompleteIn | None, Body()] = None,
@@ -68,7 +68,9 @@ async def complete_order(
 
 
 @router.post("/{order_id}/cancel", responses=_PROBLEMS)
-async def cancel_order(order_id: Key, principal: StorefrontDep, service: ServiceDep) -> OrderOut:
+async def cancel_order(
+    order_id: OrderId, principal: StorefrontDep, service: ServiceDep
+) -> OrderOut:
     return await service.cancel(order_id, principal)
 
 
@@ -78,7 +80,7 @@ async def cancel_order(order_id: Key, principal: StorefrontDep, service: Service
     responses={200: {"model": RefundOut, "description": "a retry of the same refund"}, **_PROBLEMS},
 )
 async def refund_order(
-    order_id: Key,
+    order_id: OrderId,
     refund: RefundIn,
     principal: StorefrontDep,
     service: ServiceDep,

@@ -1,11 +1,15 @@
 """Schemathesis against each running service's OpenAPI document: no 5xx, responses match.
 
 Bounded: a fixed seed and a small number of examples per operation, so it runs in CI.
+The hooks in ``fuzz_hooks.py`` mix in the inputs that used to crash the services (NUL,
+lone surrogates, extreme instants and dates, out-of-range cursors) and add the check that
+every error answer is problem+json.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,7 +40,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "run",
         f"{base}/openapi.json",
         "--checks",
-        "not_a_server_error,response_schema_conformance",
+        "not_a_server_error,response_schema_conformance,errors_are_problems",
         "--max-examples",
         str(EXAMPLES),
         "--seed",
@@ -53,6 +57,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "--no-color",
         "--header",
         f"Authorization: {TOKENS[service]['Authorization']}",
+        env=dict(os.environ, SCHEMATHESIS_HOOKS="tests.e2e.fuzz_hooks"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
