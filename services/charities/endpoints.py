@@ -52,6 +52,8 @@ Cursor = Annotated[
 ]
 CharityId = Annotated[Text, PathParam(description="The charity's id (a UUID).")]
 ProjectId = Annotated[Text, PathParam(description="The project's id (a UUID).")]
+DisbursementId = Annotated[Text, PathParam(description="The disbursement's id (a UUID).")]
+OrderId = Annotated[Text, PathParam(max_length=64, description="The storefront's order id.")]
 DisburserDep = Annotated[Principal, Depends(require(Role.ADMIN, Role.CHARITY))]
 
 router = APIRouter(
@@ -147,7 +149,7 @@ async def close_project(project_id: ProjectId, _: AdminDep, service: ServiceDep)
     },
 )
 async def create_disbursement(
-    project_id: str,
+    project_id: ProjectId,
     body: DisbursementCreate,
     principal: DisburserDep,
     service: ServiceDep,
@@ -160,18 +162,18 @@ async def create_disbursement(
 
 @router.get("/projects/{project_id}/disbursements")
 async def list_disbursements(
-    project_id: str, service: ServiceDep, limit: Limit = 50, cursor: str | None = None
+    project_id: ProjectId, service: ServiceDep, limit: Limit = 50, cursor: Cursor = None
 ) -> DisbursementPage:
     return await service.list_disbursements(project_id, limit, cursor)
 
 
 @router.get("/disbursements/{disbursement_id}")
-async def get_disbursement(disbursement_id: str, service: ServiceDep) -> Disbursement:
+async def get_disbursement(disbursement_id: DisbursementId, service: ServiceDep) -> Disbursement:
     return await service.get_disbursement(disbursement_id)
 
 
 @router.get("/orders/{order_id}/trace")
-async def order_trace(order_id: str, service: ServiceDep) -> OrderTrace:
+async def order_trace(order_id: OrderId, service: ServiceDep) -> OrderTrace:
     return await service.trace(order_id)
 
 
@@ -226,7 +228,7 @@ async def daily_totals(
     "/projects/{project_id}/campaigns", response_model=ProjectCampaigns, responses=_NOT_MODIFIED
 )
 async def project_campaigns(
-    project_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+    project_id: ProjectId, service: ServiceDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     """The project's matching campaigns, asked of the donations service (for the dashboard,
     which may only call this service); a degraded answer rather than an error when

@@ -144,6 +144,7 @@ class Totals(BaseModel):
     reversed_minor: int
     """The sum of reversals (refunds) in minor units."""
     matched_minor: int
+    """Sponsors' matches minus match reversals, in minor units."""
     net_minor: int
     """``donated_minor - reversed_minor``."""
     donation_count: int
@@ -153,9 +154,13 @@ class Totals(BaseModel):
     last_donation_at: datetime | None
     """The latest accrual's ``recorded_at`` (UTC); null before the first."""
     pending_minor: int
+    """Money still inside its return window: ``net_minor - posted_minor``."""
     posted_minor: int
+    """Money whose return window has closed and whose posting is recorded (final)."""
     disbursed_minor: int
+    """Money the charity has recorded as paid out of this project."""
     available_minor: int
+    """Posted money not yet disbursed: ``posted_minor - disbursed_minor``."""
     as_of: datetime
     """When these totals last changed (UTC)."""
 
@@ -174,6 +179,7 @@ class CurrencyTotals(BaseModel):
     reversed_minor: int
     """The sum of reversals (refunds) in minor units."""
     matched_minor: int
+    """Sponsors' matches minus match reversals, in minor units."""
     net_minor: int
     """``donated_minor - reversed_minor``."""
     donation_count: int
@@ -183,9 +189,13 @@ class CurrencyTotals(BaseModel):
     last_donation_at: datetime | None
     """The latest accrual's ``recorded_at`` (UTC); null before the first."""
     pending_minor: int
+    """Money still inside its return window: ``net_minor - posted_minor``."""
     posted_minor: int
+    """Money whose return window has closed and whose posting is recorded (final)."""
     disbursed_minor: int
+    """Money the charity has recorded as paid out of this project."""
     available_minor: int
+    """Posted money not yet disbursed: ``posted_minor - disbursed_minor``."""
     as_of: datetime
     """When these totals last changed (UTC)."""
 
@@ -256,54 +266,118 @@ EvidenceUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_le
 
 
 class DisbursementCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A payment to record; idempotent by ``disbursement_id``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "disbursement_id": "0b7c6f0e-3a52-4c1e-9d0e-5f1f5d7a2b61",
+                    "amount_minor": 150000,
+                    "recipient": "Hope Primary School, Liangshan",
+                    "purpose": "120 school bags",
+                    "evidence_sha256": "9f86d081884c7d659a2feaa0c55ad015"
+                    "a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "evidence_url": "https://example.org/receipts/2026-11-28.pdf",
+                }
+            ]
+        },
+    )
 
     disbursement_id: uuid.UUID
+    """The disbursement's id (a UUID, chosen by the client: the idempotency key)."""
     amount_minor: Annotated[MinorAmount, Field(gt=0)]
+    """The amount in minor units."""
     recipient: DisbursementText
+    """Who was paid."""
     purpose: DisbursementText
+    """What the money paid for."""
     evidence_sha256: Sha256Hex | None = None
+    """Lower-case hex SHA-256 of the evidence document, if any."""
     evidence_url: EvidenceUrl | None = None
+    """Where the evidence can be read (http or https), if anywhere."""
 
 
 class Disbursement(BaseModel):
+    """A payment a charity recorded out of a project's posted money."""
+
+    model_config = _DESCRIBED
+
     disbursement_id: uuid.UUID
+    """The disbursement's id (a UUID, chosen by the client: the idempotency key)."""
     project_id: uuid.UUID
+    """The project."""
     currency: str
+    """The currency of every amount (ISO 4217)."""
     amount_minor: int
+    """The amount in minor units."""
     recipient: str
+    """Who was paid."""
     purpose: str
+    """What the money paid for."""
     evidence_sha256: str | None
+    """Lower-case hex SHA-256 of the evidence document, if any."""
     evidence_url: str | None
+    """Where the evidence can be read (http or https), if anywhere."""
     recorded_at: datetime
+    """When it was recorded (UTC)."""
     allocations_count: int
+    """Allocation rows: one per (disbursement, ledger entry) it used."""
 
 
 class DisbursementPage(BaseModel):
+    """A page of a project's disbursements, newest first."""
+
+    model_config = _DESCRIBED
+
     items: list[Disbursement]
+    """The items on this page."""
     next_cursor: str | None
+    """Pass as ``cursor`` for the next page; null at the end."""
 
 
 class TraceAllocation(BaseModel):
+    """One allocation of an order's entry to a disbursement."""
+
+    model_config = _DESCRIBED
+
     disbursement_id: uuid.UUID
+    """The disbursement's id (a UUID, chosen by the client: the idempotency key)."""
     entry_id: uuid.UUID
+    """The ledger entry (its id in the donations ledger and log)."""
     amount_minor: int
+    """The amount in minor units."""
     recipient: str
+    """Who was paid."""
     purpose: str
+    """What the money paid for."""
     recorded_at: datetime
+    """When it was recorded (UTC)."""
 
 
 class OrderTrace(BaseModel):
     """Where an order's donation (and its matches) went."""
 
+    model_config = _DESCRIBED
+
     order_id: str
+    """The storefront's order id."""
     project_id: uuid.UUID
+    """The project."""
     currency: str
+    """The currency of every amount (ISO 4217)."""
     net_minor: int
+    """The seller's donation: accruals minus reversals, in minor units."""
     matched_minor: int
+    """Sponsors' matches minus match reversals, in minor units."""
     status: Literal["pending", "posted"]
+    """Where the money is in its life cycle."""
     allocations: list[TraceAllocation]
+    """Which disbursements used how much of this order's entries, oldest first."""
     unallocated_minor: int
+    """``net_minor + matched_minor`` minus the allocations."""
 
 
 # --- matching campaigns (relayed from the donations service) -------------------------
@@ -312,19 +386,34 @@ class OrderTrace(BaseModel):
 class Campaign(BaseModel):
     """A sponsor's matching campaign as the donations service reports it."""
 
+    model_config = _DESCRIBED
+
     campaign_id: str
+    """The campaign's id (chosen by the admin who created it)."""
     sponsor: str
+    """Who pays the matches."""
     project_id: uuid.UUID
+    """The project."""
     currency: str
+    """The currency of every amount (ISO 4217)."""
     ratio_bp: int
+    """Match ratio in basis points of the accrual (10000 = 1:1), half up."""
     per_item_minor: int | None
+    """Match per unit in the order, in minor units."""
     per_order_cap_minor: int | None
+    """Most one order's match can be, in minor units."""
     budget_minor: int
+    """The campaign's budget in minor units; never exceeded."""
     matched_minor: int
+    """Sponsors' matches minus match reversals, in minor units."""
     remaining_minor: int
+    """``budget_minor - matched_minor``."""
     starts_at: datetime
+    """Orders placed from this instant on are matched (UTC)."""
     ends_at: datetime
+    """Orders placed before this instant are matched (UTC)."""
     status: str
+    """Where the money is in its life cycle."""
 
 
 class ProjectCampaigns(BaseModel):
@@ -332,7 +421,13 @@ class ProjectCampaigns(BaseModel):
     fresh they are: ``live``, ``stale`` (donations did not answer; the last good list,
     fetched at ``fetched_at``) or ``unavailable`` (no answer yet; no items)."""
 
+    model_config = _DESCRIBED
+
     project_id: uuid.UUID
+    """The project."""
     source: Literal["live", "stale", "unavailable"]
+    """``live``, ``stale`` (donations did not answer; the last good list) or ``unavailable``."""
     fetched_at: datetime | None
+    """When the list was fetched from the donations service; null if never."""
     items: list[Campaign]
+    """The items on this page."""

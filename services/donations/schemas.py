@@ -106,6 +106,7 @@ class ReceiptEntryOut(BaseModel):
     recorded_at: datetime
     """When the ledger recorded the entry (UTC)."""
     available_on: datetime | None  # accruals: when the return window closes
+    """When the order's return window closes (UTC); null on reversals."""
 
 
 class ReceiptOut(BaseModel):
@@ -125,9 +126,12 @@ class ReceiptOut(BaseModel):
     """Accruals minus reversals, in minor units."""
     # pending until the posting is recorded (after available_on), then posted
     status: Literal["pending", "posted"]
+    """Where the money is in its life cycle."""
     available_on: datetime | None
+    """When the order's return window closes (UTC); null on reversals."""
     # available_on has passed: no refund can reverse this donation any more
     final: bool
+    """True once ``available_on`` has passed: no refund can reverse the donation any more."""
     entries: list[ReceiptEntryOut]
     """The order's ledger entries, oldest first."""
 
@@ -182,16 +186,30 @@ class StatementOut(BaseModel):
 
 
 class OrderProofEntryOut(BaseModel):
+    """One of the order's log entries with its inclusion proof."""
+
+    model_config = _DESCRIBED
+
     entry_id: uuid.UUID
+    """The ledger entry (its id in the donations ledger and log)."""
     leaf_index: int
+    """The leaf's index in the log."""
     leaf_b64: str
+    """The leaf's canonical JSON bytes, base64."""
     inclusion_proof: list[str]
+    """The inclusion proof against ``checkpoint``: base64 hashes (RFC 9162)."""
 
 
 class OrderProofOut(BaseModel):
     """An order's log entries, each with its inclusion proof against ``checkpoint``."""
 
+    model_config = _DESCRIBED
+
     order_id: str
+    """The storefront's order id."""
     order_salt: str
+    """The order's salt (hex): ``order_commitment = sha256(order_id || 0x00 || salt)``."""
     checkpoint: str
+    """The signed checkpoint every proof here is against (C2SP signed note)."""
     entries: list[OrderProofEntryOut]
+    """The entries, each with its leaf and proof."""

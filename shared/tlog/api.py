@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from shared.db import Conn, Pool
-from shared.problems import Invalid, Unavailable
+from shared.problems import Invalid, Unavailable, problem_responses
 from shared.tlog import store
 from shared.tlog.checkpoint import MAX_TREE_SIZE
 from shared.tlog.hashing import Hash
@@ -53,19 +53,40 @@ class NoCheckpointYet(Unavailable):
         super().__init__("the log has not signed its first checkpoint yet", retry_after=1)
 
 
+_DESCRIBED = ConfigDict(use_attribute_docstrings=True)
+
+
 class LogEntryOut(BaseModel):
+    """One leaf of the log."""
+
+    model_config = _DESCRIBED
+
     leaf_index: int
+    """The leaf's index in the log."""
     leaf_b64: str
+    """The leaf's bytes (canonical JSON), base64."""
 
 
 class LogEntriesOut(BaseModel):
+    """A run of leaves, for monitors that rebuild the tree."""
+
+    model_config = _DESCRIBED
+
     entries: list[LogEntryOut]
+    """The leaves from ``start`` on, in index order."""
 
 
 class ConsistencyOut(BaseModel):
+    """A consistency proof (RFC 9162) between two tree sizes."""
+
+    model_config = _DESCRIBED
+
     first: int
+    """The earlier tree size."""
     second: int
+    """The later tree size."""
     proof: list[str]
+    """The proof's hashes, base64."""
 
 
 class LogReader:
@@ -145,7 +166,9 @@ _TEXT = "text/plain; charset=utf-8"
 
 def log_router(prefix: str = "/v1/log") -> APIRouter:
     """The public endpoints of the log served by ``app.state.log``."""
-    router = APIRouter(prefix=prefix, tags=["transparency log"])
+    router = APIRouter(
+        prefix=prefix, tags=["transparency log"], responses=problem_responses(422, 503)
+    )
 
     @router.get("/checkpoint", response_class=Response)
     async def get_checkpoint(log: LogDep) -> Response:
@@ -161,8 +184,8 @@ def log_router(prefix: str = "/v1/log") -> APIRouter:
     @router.get("/entries")
     async def get_entries(
         log: LogDep,
-        start: Annotated[int, Query(ge=0, le=MAX_TREE_SIZE)] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES)] = 100,
+        start: Annotated[int, Query(ge=0, le=MAX_TREE_SIZE, description="The first leaf.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES, description="Most leaves.")] = 100,
     ) -> LogEntriesOut:
         """Leaves from ``start``, at most ``limit``, within the served checkpoint."""
         return await log.entries(start, limit)
@@ -170,8 +193,8 @@ def log_router(prefix: str = "/v1/log") -> APIRouter:
     @router.get("/consistency")
     async def get_consistency(
         log: LogDep,
-        first: Annotated[int, Query(ge=0, le=MAX_TREE_SIZE)],
-        second: Annotated[int, Query(ge=0, le=MAX_TREE_SIZE)],
+        first: Annotated[int, Query(ge=0, le=MAX_TREE_SIZE, description="The earlier size.")],
+        second: Annotated[int, Query(ge=0, le=MAX_TREE_SIZE, description="The later size.")],
     ) -> ConsistencyOut:
         """The proof that the tree of size ``second`` extends the tree of size ``first``."""
         return await log.consistency(first, second)
