@@ -10,8 +10,12 @@ a unique key per (order_id, event key) (``accrual``, ``refund:<refund_id>``) and
 inserted with ``ON CONFLICT DO NOTHING``, so the redelivered batch records nothing twice
 and, since only rows actually inserted are put in the outbox, publishes nothing twice.
 
-Per batch the database sees four statements whatever the batch size: the rule histories
-of its sellers, the ledger state of its orders, the entries (``unnest``), the outbox rows.
+Per batch the database sees five statements whatever the batch size: the rule histories
+of its sellers, the ledger state of its orders, the lock on the campaigns of its
+projects, the entries (``unnest``), the outbox rows; and when a campaign matches, three
+more: what refunded orders' matches have left, the match entries, one update of the
+touched campaigns' ``matched_minor`` (services/donations/matching.py says why the
+budget is never exceeded).
 Messages that cannot be parsed are returned as dead letters (to ``orders.lifecycle.dlq``)
 and the rest of the batch, and of the partition, goes on.
 """
@@ -30,9 +34,10 @@ from pydantic import ValidationError
 
 from services.donations import repository
 from services.donations.config import Settings
-from services.donations.ledger import NewEntry, OrderMoneyEvent, plan_batch
+from services.donations.ledger import BatchPlan, NewEntry, OrderMoneyEvent, plan_batch
+from services.donations.matching import Campaign, plan_matches
 from shared import db
-from shared.db import Pool
+from shared.db import Conn, Pool
 from shared.events import (
     DONATION_RECORDED,
     ORDER_EVENT_TYPES,
@@ -118,8 +123,11 @@ class LedgerHandler:
                 ledgers = await repository.order_ledgers(conn, refunded) if refunded else {}
                 plan = plan_batch(events, histories, ledgers)
                 recorded_at = datetime.now(UTC)
+                campaigns = await self._lock_campaigns(conn, plan.entries)
                 inserted = await repository.insert_entries(conn, plan.entries, recorded_at)
                 recorded = [e for e in plan.entries if e.entry_id in inserted]
+                if campaigns and recorded:
+                    recorded += await self._match(conn, plan, recorded, campaigns, recorded_at)
                 await enqueue(conn, self._messages(recorded, recorded_at))
             plan_outcomes = plan.outcomes
             self.entries_recorded += len(recorded)
@@ -127,6 +135,38 @@ class LedgerHandler:
                 plan_outcomes[("entries", "already_recorded")] += len(plan.entries) - len(recorded)
         _count(tally + plan_outcomes, recorded)
         return dead
+
+    @staticmethod
+    async def _lock_campaigns(conn: Conn, entries: Sequence[NewEntry]) -> list[Campaign]:
+        """The campaigns of the projects the batch may touch, locked BEFORE any entry is
+        written (see services/donations/matching.py for why the budget holds)."""
+        projects = {e.project_id for e in entries}
+        return await repository.lock_project_campaigns(conn, projects) if projects else []
+
+    @staticmethod
+    async def _match(
+        conn: Conn,
+        plan: BatchPlan,
+        recorded: Sequence[NewEntry],
+        campaigns: Sequence[Campaign],
+        recorded_at: datetime,
+    ) -> list[NewEntry]:
+        """Match entries for the seller entries this batch actually inserted; moves each
+        touched campaign's matched_minor once, by what was inserted."""
+        reversed_orders = {e.order_id for e in recorded if e.kind == "reversal"}
+        prior = await repository.order_matches(conn, reversed_orders) if reversed_orders else {}
+        matched = plan_matches(recorded, plan.accruals, plan.net_before, campaigns, prior)
+        if not matched.entries:
+            return []
+        inserted = await repository.insert_entries(conn, matched.entries, recorded_at)
+        entries = [e for e in matched.entries if e.entry_id in inserted]
+        deltas: dict[str, int] = {}
+        for e in entries:
+            assert e.campaign_id is not None
+            sign = 1 if e.kind == "match" else -1
+            deltas[e.campaign_id] = deltas.get(e.campaign_id, 0) + sign * e.amount_minor
+        await repository.add_matched(conn, {k: v for k, v in deltas.items() if v})
+        return entries
 
     def _messages(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[OutboxMessage]:
         """One ``donation.recorded`` (shared.events.DonationRecorded) per entry.
@@ -156,6 +196,7 @@ class LedgerHandler:
                         "amount_minor": e.amount_minor,
                         "currency": e.currency,
                         "rule_version": e.rule_version,
+                        "campaign_id": e.campaign_id,
                         "recorded_at": at,
                     },
                 }
