@@ -21,12 +21,16 @@ from tests.integration.donations.test_consumer import refunded, wait_net
 
 
 def order_with(
-    seller_id: str, total_minor: int, items: list[tuple[str, int]], order_id: str | None = None
+    seller_id: str,
+    total_minor: int,
+    items: list[tuple[str, int]],
+    *,
+    placed_at: datetime | None = None,
 ) -> OrderCompleted:
-    placed = datetime.now(UTC)
+    placed = placed_at or datetime.now(UTC)
     return OrderCompleted(
         order=OrderSnapshot(
-            order_id=order_id or unique("order"),
+            order_id=unique("order"),
             seller_id=seller_id,
             currency="CNY",
             total_minor=total_minor,
