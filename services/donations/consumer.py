@@ -155,7 +155,9 @@ class LedgerHandler:
         touched campaign's matched_minor once, by what was inserted."""
         reversed_orders = {e.order_id for e in recorded if e.kind == "reversal"}
         prior = await repository.order_matches(conn, reversed_orders) if reversed_orders else {}
-        matched = plan_matches(recorded, plan.accruals, plan.net_before, campaigns, prior)
+        matched = plan_matches(
+            recorded, plan.accruals, plan.net_before, campaigns, prior, plan.full_refunds
+        )
         if not matched.entries:
             return []
         inserted = await repository.insert_entries(conn, matched.entries, recorded_at)

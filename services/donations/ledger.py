@@ -80,6 +80,8 @@ class BatchPlan:
     accruals: dict[str, AccrualFacts] = field(default_factory=dict)
     # entry_id -> the order's net seller donation just before it, for each planned reversal
     net_before: dict[str, int] = field(default_factory=dict)
+    # the planned reversals made by a full refund (refunded_total >= total)
+    full_refunds: set[str] = field(default_factory=set)
 
 
 def _version(history: Sequence[RuleVersion], version: int) -> RuleVersion | None:
@@ -178,6 +180,8 @@ def _refunded(
     plan.outcomes[(event.type, "reversed")] += 1
     reversal_id = entry_id(event.order_id, key)
     plan.net_before[reversal_id] = known.net_minor
+    if event.refunded_total_minor >= event.total_minor:
+        plan.full_refunds.add(reversal_id)
     plan.entries.append(
         NewEntry(
             entry_id=reversal_id,

@@ -27,8 +27,11 @@ it, redelivery after a crash between the database commit and the offset commit):
 
 Proportional match reversal (exact definition): when a refund reverses ``r`` of an
 order's seller donation whose net just before was ``n``, each of the order's matches
-with ``m`` still unreversed gives back ``min(m, round_half_up(m * r / n))``; a refund
-that takes the seller's net to 0 gives back all of ``m``. The amount goes back to that
+with ``m`` still unreversed gives back ``min(m, round_half_up(m * r / n))``; a full
+refund (``refunded_total_minor >= total_minor``), or one that takes the seller's net to
+0, gives back all of ``m``. Only a refund that reverses some of the seller's donation
+(a ledger entry) reverses matches: e.g. a partial refund under a ``fixed`` rule leaves
+both the donation and its matches as they are. The amount goes back to that
 campaign's budget (``matched_minor`` is net of match reversals), which turns an
 ``exhausted`` campaign back into ``active`` unless it has ended or been closed.
 """
@@ -36,7 +39,7 @@ campaign's budget (``matched_minor`` is net of match reversals), which turns an
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -111,13 +114,15 @@ def matches(campaign: Campaign, entry: NewEntry, facts: AccrualFacts) -> bool:
     )
 
 
-def match_reversal_amount(match_left: int, reversal_minor: int, net_before_minor: int) -> int:
+def match_reversal_amount(
+    match_left: int, reversal_minor: int, net_before_minor: int, full_refund: bool = False
+) -> int:
     """What a seller reversal of ``reversal_minor`` (out of ``net_before_minor``) takes
-    back of a match with ``match_left`` unreversed: in proportion, half up, all of it when
-    the seller's net goes to 0, never more than is left."""
+    back of a match with ``match_left`` unreversed: in proportion, half up, all of it on
+    a full refund or when the seller's net goes to 0, never more than is left."""
     if match_left <= 0 or reversal_minor <= 0:
         return 0
-    if reversal_minor >= net_before_minor:
+    if full_refund or reversal_minor >= net_before_minor:
         return match_left
     return min(match_left, div_round_half_up(match_left * reversal_minor, net_before_minor))
 
@@ -135,6 +140,7 @@ def plan_matches(
     net_before: Mapping[str, int],
     campaigns: Sequence[Campaign],
     prior: Mapping[str, Mapping[str, int]],
+    full_refunds: Set[str] = frozenset(),
 ) -> MatchPlan:
     """Match entries for the seller entries ``recorded`` (those the batch inserted, in
     event order), against ``campaigns`` as locked; ``prior`` holds, per order, what each
@@ -173,10 +179,11 @@ def plan_matches(
                 left[entry.order_id] = order_left
             refund_id = entry.event_key.removeprefix("refund:")
             net = net_before.get(entry.entry_id, entry.amount_minor)
+            full = entry.entry_id in full_refunds
             for cid in sorted(order_left):
                 if cid not in by_id:
                     continue
-                amount = match_reversal_amount(order_left[cid], entry.amount_minor, net)
+                amount = match_reversal_amount(order_left[cid], entry.amount_minor, net, full)
                 if amount <= 0:
                     continue
                 order_left[cid] -= amount

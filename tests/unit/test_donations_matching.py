@@ -238,3 +238,14 @@ def test_status() -> None:
     assert campaign_status(c, EPOCH + timedelta(days=1)) == "active"
     assert campaign_status(c, EPOCH + timedelta(days=2)) == "ended"
     assert campaign_status(campaign(closed_at=EPOCH), EPOCH) == "ended"
+
+
+def test_a_full_refund_takes_the_whole_match_even_if_the_seller_keeps_a_minimum() -> None:
+    # a percent rule with min_minor keeps the minimum after a full refund; the match goes
+    c = campaign(budget=1_000, matched=80)
+    r = reversal("o1", "r1", 30)
+    partial = plan_matches([r], {}, {r.entry_id: 40}, [c], {"o1": {"c1": 80}})
+    assert [x.amount_minor for x in partial.entries] == [60]
+    full = plan_matches([r], {}, {r.entry_id: 40}, [c], {"o1": {"c1": 80}}, {r.entry_id})
+    assert [x.amount_minor for x in full.entries] == [80]
+    assert full.deltas == {"c1": -80}
