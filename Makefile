@@ -9,8 +9,13 @@ ROLE ?= admin
 SELLERS ?=
 CHARITIES ?=
 HOURS ?= 1
+# KAFKA_NODES=3: a three-broker Kafka cluster instead of one broker (deploy/kafka/kafka.sh).
+KAFKA_NODES ?= 1
+KAFKA := GFG_KAFKA_NODES=$(KAFKA_NODES) deploy/kafka/kafka.sh
+# With a cluster the services and tools get every broker's address and replicate topics.
+KAFKA_ENV = $(if $(filter-out 1,$(KAFKA_NODES)),env $$($(KAFKA) env))
 
-.PHONY: help install infra run down test lint fmt token bench simulate reconcile
+.PHONY: help install infra run down test lint fmt token bench simulate reconcile audit
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,22 +33,24 @@ install: $(STAMP) ## install Python packages, Kafka jars, PostgreSQL server, Chr
 
 infra: $(STAMP) ## start PostgreSQL and Kafka only
 	@deploy/postgres/pg.sh start
-	@deploy/kafka/kafka.sh start
+	@$(KAFKA) start
 
-run: $(STAMP) infra ## start Kafka, PostgreSQL and the three services; print the URLs
-	@deploy/services.sh start
+run: $(STAMP) infra ## start Kafka (KAFKA_NODES=3: a cluster), PostgreSQL and the services
+	@$(KAFKA_ENV) deploy/services.sh start
 	@echo
 	@echo "Goods for Good is running:"
 	@echo "  orders     http://127.0.0.1:8001   (API docs: /docs)"
 	@echo "  donations  http://127.0.0.1:8002   (API docs: /docs)"
 	@echo "  charities  http://127.0.0.1:8003   (dashboard: /, API docs: /docs)"
-	@echo "  kafka      127.0.0.1:9092    postgres  127.0.0.1:55432 (user gfg)"
+	@echo "  kafka      $$($(KAFKA) bootstrap)    postgres  127.0.0.1:55432 (user gfg)"
 	@echo "Get a token:  make token ROLE=admin | ROLE=seller SELLERS=s1 | ROLE=storefront SELLERS=s1 | ROLE=charity CHARITIES=c1"
 	@echo "Stop it all:  make down"
 
 down: ## stop the services, Kafka and PostgreSQL
 	@deploy/services.sh stop
 	@deploy/kafka/kafka.sh stop
+	@n=$$(ls -d var/kafka-cluster/node* 2>/dev/null | wc -l); \
+	  if [ "$$n" -gt 1 ]; then GFG_KAFKA_NODES=$$n deploy/kafka/kafka.sh stop; fi
 	@deploy/postgres/pg.sh stop
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
@@ -65,10 +72,13 @@ token: $(STAMP) ## print a JWT: make token ROLE=seller SELLERS=s1,s2 | ROLE=char
 
 bench: run ## benchmarks (REPEAT=3 for medians); prints `bench <name> <value> <unit>`
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
-	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.bench --repeat $(or $(REPEAT),1)
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(KAFKA_ENV) $(PY) -m tools.bench --repeat $(or $(REPEAT),1)
 
 simulate: run ## stream a simulated marketplace through the running stack and check totals
-	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(PY) -m tools.simulate $(ARGS)
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(KAFKA_ENV) $(PY) -m tools.simulate $(ARGS)
 
 reconcile: $(STAMP) ## compare orders, ledger and charities totals; non-zero on any difference
 	@$(PY) -m tools.reconcile $(ARGS)
+
+audit: $(STAMP) ## rebuild the donations log from the ledger rows; name every row that no longer matches
+	@$(PY) -m tools.audit $(ARGS)

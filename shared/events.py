@@ -28,10 +28,12 @@ OrderCompletedType = Literal["order.completed"]
 OrderRefundedType = Literal["order.refunded"]
 OrderCancelledType = Literal["order.cancelled"]
 DonationRecordedType = Literal["donation.recorded"]
+DonationPostedType = Literal["donation.posted"]
 ORDER_COMPLETED: Final[OrderCompletedType] = "order.completed"
 ORDER_REFUNDED: Final[OrderRefundedType] = "order.refunded"
 ORDER_CANCELLED: Final[OrderCancelledType] = "order.cancelled"
 DONATION_RECORDED: Final[DonationRecordedType] = "donation.recorded"
+DONATION_POSTED: Final[DonationPostedType] = "donation.posted"
 ORDER_EVENT_TYPES = frozenset({ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED})
 
 
@@ -116,11 +118,26 @@ class LedgerEntry(BaseModel):
     rule_version: int | None
     recorded_at: datetime
     campaign_id: str | None = None
+    # Accruals: when the order's return window closes (the donation is final then).
+    available_on: datetime | None = None
 
 
 class DonationRecorded(_Event):
     type: DonationRecordedType = DONATION_RECORDED
     entry: LedgerEntry
+
+
+class DonationPosted(_Event):
+    """An order's donation, final after its return window: emitted once per order with a
+    ledger entry (``posted_minor`` may be 0). ``occurred_at`` is ``posted_at``."""
+
+    type: DonationPostedType = DONATION_POSTED
+    order_id: str
+    seller_id: str
+    project_id: uuid.UUID
+    currency: Currency
+    posted_minor: MinorAmount
+    posted_at: datetime
 
 
 # Any event of ``orders.lifecycle``, told apart by its ``type``.

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -33,11 +33,15 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.helpers import create_ssl_context
 from murmurhash2 import murmurhash2
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.events import DLQ_SUFFIX
 from shared.observability import get_logger
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
@@ -57,6 +61,71 @@ LAG = Gauge(
 DEAD_LETTERS = Counter("gfg_dead_letters_total", "Records sent to a dead-letter topic", ["topic"])
 
 Record: TypeAlias = ConsumerRecord  # ConsumerRecord[bytes, bytes]; aiokafka ships no types
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the brokers are and how to authenticate to them: the options every client
+    (producer, consumer, admin) gets. A plain bootstrap string means PLAINTEXT."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> KafkaAccess:
+        def text(path: object) -> str | None:
+            return str(path) if path is not None else None
+
+        password = settings.kafka_sasl_plain_password
+        key_password = settings.kafka_ssl_key_password
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_plain_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+            ssl_cafile=text(settings.kafka_ssl_cafile),
+            ssl_certfile=text(settings.kafka_ssl_certfile),
+            ssl_keyfile=text(settings.kafka_ssl_keyfile),
+            ssl_key_password=key_password.get_secret_value() if key_password else None,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka keyword arguments shared by every client kind."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_plain_username,
+                sasl_plain_password=self.sasl_plain_password,
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_key_password,
+            )
+        return options
+
+
+# A bootstrap string (PLAINTEXT: tests and local tools) or the full access settings.
+Kafka: TypeAlias = str | KafkaAccess
+
+
+def client_options(kafka: Kafka) -> dict[str, Any]:
+    access = kafka if isinstance(kafka, KafkaAccess) else KafkaAccess(kafka)
+    return access.client_options()
 
 
 # After these the idempotent producer never recovers by itself (aiokafka issue #1017: a
@@ -143,10 +212,10 @@ def kafka_partitioner(key: bytes | None, all_partitions: list[int], available: l
     return all_partitions[(murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % len(all_partitions)]
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> Producer:
+def make_producer(bootstrap: Kafka, **overrides: Any) -> Producer:
     """Idempotent (acks=all) producer: per-partition order survives retries."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **client_options(bootstrap),
         "partitioner": kafka_partitioner,
         "enable_idempotence": True,
         "acks": "all",
@@ -159,12 +228,29 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(options)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
-    """Creates the missing topics and their ``.dlq`` twins; returns those created now."""
+async def ensure_topics(
+    bootstrap: Kafka,
+    names: Iterable[str],
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+    min_insync: int = 1,
+) -> list[str]:
+    """Creates the missing topics and their ``.dlq`` twins; returns those created now.
+
+    With ``replication_factor`` 3 and ``min_insync`` 2 an acks=all write is acknowledged
+    only once two brokers hold it, and unclean leader election stays off, so no
+    acknowledged record is lost with one broker; with two down, writes fail (the outbox
+    keeps them) instead of living on one disk. Existing topics are left as they are.
+    """
     wanted: list[str] = []
     for name in names:
         wanted += [name, name + DLQ_SUFFIX]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    configs = {
+        "min.insync.replicas": str(min_insync),
+        "unclean.leader.election.enable": "false",
+    }
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=15_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -172,7 +258,12 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(name, num_partitions=partitions, replication_factor=1)
+                    NewTopic(
+                        name,
+                        num_partitions=partitions,
+                        replication_factor=replication_factor,
+                        topic_configs=configs,
+                    )
                     for name in missing
                 ]
             )
@@ -206,21 +297,46 @@ class DeadLetter:
     reason: str
 
 
-def dead_letter_value(letter: DeadLetter) -> bytes:
+# A dead letter must fit the broker's message limit (1 MiB by default) whatever the
+# record was: base64, JSON escaping and the reason can make it larger than the original,
+# and a dead letter the broker refuses fails its batch again on every retry.
+DLQ_MAX_VALUE_BYTES = 900 * 1024
+_DLQ_TEXT_MAX_CHARS = 4096
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _DLQ_TEXT_MAX_CHARS:
+        return text
+    return f"{text[:_DLQ_TEXT_MAX_CHARS]}... ({len(text)} characters)"
+
+
+def dead_letter_value(letter: DeadLetter, max_bytes: int = DLQ_MAX_VALUE_BYTES) -> bytes:
+    """The dead letter's JSON: where the record was (topic, partition, offset), why it
+    failed, its key and value. If that exceeds ``max_bytes`` (minus the record key, which
+    travels too), the value is cut to a base64 prefix of the original bytes and marked
+    ``"truncated": true`` with ``value_bytes`` (the original size): the record itself
+    stays in its topic at that offset for as long as the topic keeps it."""
     record = letter.record
     value: bytes = record.value or b""
     body: dict[str, Any] = {
-        "reason": letter.reason,
+        "reason": _clip(letter.reason),
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        "key": _clip(record.key.decode("utf-8", "replace")) if record.key is not None else None,
     }
     try:
         body["value"] = value.decode("utf-8")
     except UnicodeDecodeError:
         body["value"] = base64.b64encode(value).decode()
         body["value_encoding"] = "base64"
+    encoded = orjson.dumps(body)
+    room = max_bytes - len(record.key or b"")
+    if len(encoded) <= room:
+        return encoded
+    body.update(value="", value_encoding="base64", truncated=True, value_bytes=len(value))
+    keep = max(0, room - len(orjson.dumps(body))) // 4 * 3  # base64: 4 chars per 3 bytes
+    body["value"] = base64.b64encode(value[:keep]).decode()
     return orjson.dumps(body)
 
 
@@ -276,7 +392,7 @@ class BatchConsumer:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Kafka,
         topic: str,
         group_id: str,
         handler: BatchHandler | TwoPhaseHandler,
@@ -285,6 +401,8 @@ class BatchConsumer:
         poll_timeout_ms: int = 200,
         max_poll_interval_ms: int = 300_000,
         partitions: int = 12,
+        replication_factor: int = 1,
+        min_insync: int = 1,
         handler_is_transient: ErrorCheck | None = None,
     ) -> None:
         """``handler_is_transient`` tells which of the handler's errors are transient too
@@ -293,6 +411,7 @@ class BatchConsumer:
         self._handler_is_transient = handler_is_transient
         self._bootstrap = bootstrap
         self._partitions = partitions
+        self._replication = {"replication_factor": replication_factor, "min_insync": min_insync}
         self.group_id = group_id
         self._prepare: Callable[[Sequence[Record]], Any]
         self._apply_prepared: Callable[[Any], Awaitable[Sequence[DeadLetter]]]
@@ -307,7 +426,7 @@ class BatchConsumer:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -326,7 +445,7 @@ class BatchConsumer:
     async def start(self) -> None:
         # Subscribing to a topic that does not exist yet would leave the consumer idle until
         # its next metadata refresh (minutes): make sure it exists first.
-        await ensure_topics(self._bootstrap, [self.topic], self._partitions)
+        await ensure_topics(self._bootstrap, [self.topic], self._partitions, **self._replication)
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_WaitForBatch(self))
 
@@ -422,7 +541,7 @@ class BatchConsumer:
         try:
             return list(await self._apply_prepared(prepared))
         except Exception as exc:
-            if self._is_transient(exc) or len(records) == 1:
+            if self._is_transient(exc):
                 raise
             log.warning(
                 "batch failed on its data; isolating records",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from fastapi import APIRouter, Request
@@ -12,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+Clock = Callable[[], float]
 
 
 def setup_logging(level: str = "INFO", json: bool = True) -> None:
@@ -49,9 +52,62 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return logger
 
 
-def health_router() -> APIRouter:
-    """``/healthz``, ``/readyz`` (runs ``app.state.readiness`` checks) and ``/metrics``."""
+_log = get_logger(__name__)
+
+
+class ReadinessProbe:
+    """Runs a service's readiness checks at most once per ``ttl_s``.
+
+    ``/readyz`` is unauthenticated: without the cache every probe (or anyone) would cost
+    a database query and a Kafka metadata request. Concurrent calls share one run. The
+    answer names the dependencies that failed; why they failed (hosts, exception text) is
+    logged, never returned.
+    """
+
+    def __init__(
+        self, *, ttl_s: float = 1.0, timeout_s: float = 3.0, clock: Clock = time.monotonic
+    ) -> None:
+        self._ttl = ttl_s
+        self._timeout = timeout_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._checked_at: float | None = None
+        self._failed: list[str] = []
+        self.runs = 0
+
+    async def failed(self, checks: Mapping[str, ReadinessCheck]) -> list[str]:
+        """The names of the checks that failed, sorted (empty: ready)."""
+        async with self._lock:
+            now = self._clock()
+            if self._checked_at is None or now - self._checked_at >= self._ttl:
+                self._failed = await self._run(checks)
+                self._checked_at = self._clock()
+            return list(self._failed)
+
+    async def _run(self, checks: Mapping[str, ReadinessCheck]) -> list[str]:
+        self.runs += 1
+        names = sorted(checks)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(checks[name](), self._timeout) for name in names),
+            return_exceptions=True,
+        )
+        failed: list[str] = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(name)
+                _log.warning(
+                    "readiness check failed",
+                    dependency=name,
+                    error=f"{type(result).__name__}: {result}",
+                )
+        return failed
+
+
+def health_router(probe: ReadinessProbe | None = None) -> APIRouter:
+    """``/healthz``, ``/readyz`` (runs ``app.state.readiness`` checks through ``probe``)
+    and ``/metrics``."""
     router = APIRouter(include_in_schema=False)
+    readiness = probe or ReadinessProbe()
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -60,12 +116,7 @@ def health_router() -> APIRouter:
     @router.get("/readyz")
     async def readyz(request: Request) -> Response:
         checks: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness", {})
-        failed: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                await check()
-            except Exception as exc:  # readiness reports any failure, whatever its type
-                failed[name] = f"{type(exc).__name__}: {exc}"
+        failed = await readiness.failed(checks)
         if failed:
             return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
         return JSONResponse({"status": "ready", "checks": sorted(checks)})

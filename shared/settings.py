@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +23,20 @@ class CommonSettings(BaseSettings):
     # Lets a second deployment (the test suite, say) share one broker without sharing topics.
     topic_prefix: str = ""
     topic_partitions: int = 12
+    # New topics' replication; a three-broker cluster (`make run KAFKA_NODES=3`) sets 3 and 2,
+    # so an acks=all write is on two brokers before it is acknowledged.
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync: int = Field(default=1, ge=1)
+    # How every producer, consumer and admin client reaches the brokers (aiokafka's
+    # options). PLAINTEXT is for a local broker only; production uses SASL_SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_plain_username: str | None = None
+    kafka_sasl_plain_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
 
     # Token verification: exactly one of the HS256 platform secret (the local default) or the
     # issuer's Ed25519 public key, as a PEM file or a JWKS file. With a public key the service
@@ -37,6 +51,15 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Self:
+        if self.kafka_min_insync > self.kafka_replication_factor:
+            raise ValueError(
+                f"GFG_KAFKA_MIN_INSYNC ({self.kafka_min_insync}) exceeds "
+                f"GFG_KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_verification_key(self) -> Self:
@@ -54,6 +77,22 @@ class CommonSettings(BaseSettings):
                 "set exactly one of GFG_JWT_SECRET (HS256), GFG_JWT_PUBLIC_KEY_FILE or "
                 f"GFG_JWT_JWKS_FILE (EdDSA); set: {', '.join(configured) or 'none'}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and self.kafka_sasl_mechanism is None:
+            raise ValueError(
+                f"GFG_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "needs GFG_KAFKA_SASL_MECHANISM"
+            )
+        if not sasl and self.kafka_sasl_mechanism is not None:
+            raise ValueError("GFG_KAFKA_SASL_MECHANISM needs a SASL_* security protocol")
+        if sasl and (
+            self.kafka_sasl_plain_username is None or self.kafka_sasl_plain_password is None
+        ):
+            raise ValueError("SASL needs GFG_KAFKA_SASL_PLAIN_USERNAME and _PASSWORD")
         return self
 
     def hs256_secret(self) -> str:

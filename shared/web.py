@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from shared.auth import Authenticator
 from shared.db import Pool, create_pool
-from shared.kafka import Producer, ensure_topics, kafka_reachable, make_producer
+from shared.kafka import KafkaAccess, Producer, ensure_topics, kafka_reachable, make_producer
 from shared.migrations import migrate
 from shared.observability import get_logger, health_router, setup_logging
 from shared.problems import BodySizeLimit, InvalidRequestObserver, install_problem_handlers
@@ -109,10 +109,17 @@ async def service_resources(
     dsn = settings.dsn(database)
     await migrate(dsn, migrations)
     pool = await create_pool(dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)
-    producer = make_producer(settings.kafka_bootstrap)
+    kafka = KafkaAccess.from_settings(settings)
+    producer = make_producer(kafka)
     workers = Workers()
     try:
-        await ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions)
+        await ensure_topics(
+            kafka,
+            topics,
+            settings.topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync=settings.kafka_min_insync,
+        )
         await producer.start()
 
         async def postgres_ready() -> None:

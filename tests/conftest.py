@@ -16,6 +16,12 @@ os.environ.setdefault("GFG_DONATIONS_DB", "donations_test")
 os.environ.setdefault("GFG_CHARITIES_DB", "charities_test")
 os.environ.setdefault("GFG_LOG_JSON", "false")
 os.environ.setdefault("GFG_LOG_LEVEL", "WARNING")
+if "GFG_DONATIONS_LOG_KEY" not in os.environ:  # a generated log key, no file written
+    from shared.tlog.note import generate_key
+
+    os.environ["GFG_DONATIONS_LOG_KEY"] = generate_key(
+        os.environ.get("GFG_DONATIONS_LOG_ORIGIN", "goods-for-good/donations")
+    )[0]
 
 import uuid  # noqa: E402
 from collections.abc import Iterable  # noqa: E402

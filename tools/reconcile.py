@@ -5,8 +5,15 @@
    computed from the contract, independently of the donations service's code, with the
    accrual capped at the order's total), in the rule's project; no other order has ledger
    entries.
-2. ledger → totals: every project's charities totals (donated, reversed, net, donation
+   Matches are not part of an order's net donation here (they are the sponsor's).
+2. ledger → totals: every project's charities totals (donated, reversed, matched, donation
    and seller counts) equal the sums of its ledger entries.
+3. campaigns (when the donations database has them): every campaign's ``matched_minor``
+   equals its match entries minus its match reversals in the ledger, lies within
+   ``[0, budget_minor]``, and no order has two matches of one campaign.
+4. charities funds (its own tables only): per project, disbursed ≤ posted and the
+   disbursed total equals its disbursements; each disbursement's allocations sum to its
+   amount; no entry is allocated beyond what its posting made allocatable.
 
 Run it once the pipeline has drained (``--wait`` retries until clean or the deadline).
 ``--seller-prefix`` limits it to one simulation's sellers and their projects. Exit 1 on
@@ -24,9 +31,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from shared.db import connect
 from shared.settings import CommonSettings
 from tools.simulate import OrderPlan, RuleVersion, expected_net, rule_at
+
+SELLER_KINDS = ("accrual", "reversal")
+MATCH_SIGN = {"match": 1, "match_reversal": -1}
 
 
 @dataclass
@@ -34,6 +46,7 @@ class Report:
     orders: int = 0
     ledger_entries: int = 0
     projects: int = 0
+    campaigns: int = 0
     pending_outbox: dict[str, int] = field(default_factory=dict)
     differences: list[str] = field(default_factory=list)
 
@@ -49,27 +62,39 @@ async def _fetch(dsn: str, sql: str, *args: Any) -> list[Any]:
 async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) -> Report:
     like = prefix + "%"
     report = Report()
+    donations_dsn = settings.dsn(dbs["donations"])
+    # A donations database from before matching has no campaigns and no item rules.
+    schema = await _fetch(
+        donations_dsn,
+        """SELECT to_regclass('campaign') IS NOT NULL AS campaigns,
+                  EXISTS (SELECT 1 FROM information_schema.columns
+                          WHERE table_name = 'donation_rule' AND column_name = 'per_item')
+                      AS per_item""",
+    )
+    has_campaigns, has_per_item = schema[0]["campaigns"], schema[0]["per_item"]
+    per_item = "per_item" if has_per_item else "'{}'::jsonb AS per_item"
+    campaign_id = "campaign_id" if has_campaigns else "NULL::text AS campaign_id"
     orders, rules, ledger, outbox_orders, outbox_donations = await asyncio.gather(
         _fetch(
             settings.dsn(dbs["orders"]),
             """SELECT order_id, seller_id, currency, total_minor, placed_at, status,
-                      refunded_minor
+                      refunded_minor, items
                FROM sales_order WHERE seller_id LIKE $1 AND status IN ('completed', 'refunded')""",
             like,
         ),
         _fetch(
-            settings.dsn(dbs["donations"]),
-            """SELECT seller_id, version, project_id::text AS project_id, mode,
+            donations_dsn,
+            f"""SELECT seller_id, version, project_id::text AS project_id, mode,
                       coalesce(amount_minor, 0) AS amount_minor,
                       coalesce(basis_points, 0) AS basis_points, min_minor, max_minor,
-                      currency, active, effective_from
+                      currency, active, effective_from, {per_item}
                FROM donation_rule WHERE seller_id LIKE $1 ORDER BY seller_id, version""",
             like,
         ),
         _fetch(
-            settings.dsn(dbs["donations"]),
-            """SELECT order_id, seller_id, project_id::text AS project_id, kind, amount_minor,
-                      currency
+            donations_dsn,
+            f"""SELECT order_id, seller_id, project_id::text AS project_id, kind, amount_minor,
+                      currency, {campaign_id}
                FROM ledger_entry WHERE seller_id LIKE $1""",
             like,
         ),
@@ -93,6 +118,7 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
                 min_minor=r["min_minor"],
                 max_minor=r["max_minor"],
                 active=r["active"],
+                per_item=dict(_json(r["per_item"])),
             )
         )
         project_currency[r["project_id"]] = r["currency"]
@@ -101,6 +127,8 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
     ledger_net: dict[str, int] = defaultdict(int)
     ledger_project: dict[str, set[str]] = defaultdict(set)
     for e in ledger:
+        if e["kind"] not in SELLER_KINDS:
+            continue
         sign = 1 if e["kind"] == "accrual" else -1
         ledger_net[e["order_id"]] += sign * e["amount_minor"]
         ledger_project[e["order_id"]].add(e["project_id"])
@@ -117,6 +145,7 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
             # Only the refunded total is stored; it is enough: each refund's target is at
             # most the one before, so the net after all of them is that of the last one.
             refunded_totals=[o["refunded_minor"]] if o["refunded_minor"] else [],
+            items=[(i["item_id"], i["quantity"]) for i in _json(o["items"])],
         )
         rule = rule_at(history[o["seller_id"]], o["placed_at"])
         want = 0
@@ -142,23 +171,25 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
 
     # 2. ledger -> charities totals, per project
     sums: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"donated": 0, "reversed": 0, "count": 0, "sellers": set()}
+        lambda: {"donated": 0, "reversed": 0, "matched": 0, "count": 0, "sellers": set()}
     )
     for e in ledger:
         s = sums[e["project_id"]]
         if e["kind"] == "accrual":
             s["donated"] += e["amount_minor"]
             s["count"] += 1
-        else:
+            s["sellers"].add(e["seller_id"])
+        elif e["kind"] == "reversal":
             s["reversed"] += e["amount_minor"]
-        s["sellers"].add(e["seller_id"])
+        else:
+            s["matched"] += MATCH_SIGN[e["kind"]] * e["amount_minor"]
     projects = sorted(set(sums) | set(project_currency))
     report.projects = len(projects)
     totals = await _fetch(
         settings.dsn(dbs["charities"]),
         """SELECT project_id::text AS project_id, sum(donated_minor) AS donated,
-                  sum(reversed_minor) AS reversed, sum(donation_count) AS count,
-                  sum(seller_count) AS sellers
+                  sum(reversed_minor) AS reversed, sum(matched_minor) AS matched,
+                  sum(donation_count) AS count, sum(seller_count) AS sellers
            FROM project_total WHERE project_id = ANY($1::uuid[]) GROUP BY project_id""",
         projects,
     )
@@ -167,28 +198,128 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
         sums_of = sums[project_id]
         row = by_project.get(project_id)
         reported: tuple[int, ...] = (
-            tuple(int(row[k]) for k in ("donated", "reversed", "count", "sellers"))
+            tuple(int(row[k]) for k in ("donated", "reversed", "matched", "count", "sellers"))
             if row is not None
-            else (0, 0, 0, 0)
+            else (0, 0, 0, 0, 0)
         )
         derived = (
             sums_of["donated"],
             sums_of["reversed"],
+            sums_of["matched"],
             sums_of["count"],
             len(sums_of["sellers"]),
         )
         if reported != derived:
             report.differences.append(
-                f"project {project_id}: ledger (donated, reversed, donations, sellers) = "
-                f"{derived}, charities totals = {reported}"
+                f"project {project_id}: ledger (donated, reversed, matched, donations, "
+                f"sellers) = {derived}, charities totals = {reported}"
             )
+
+    # 3. campaigns -> their match entries
+    if has_campaigns:
+        campaigns = await _fetch(
+            donations_dsn,
+            """SELECT campaign_id, budget_minor, matched_minor FROM campaign
+               WHERE campaign_id = ANY($1::text[])""",
+            sorted({e["campaign_id"] for e in ledger if e["campaign_id"] is not None}),
+        )
+        report.differences += check_campaigns(campaigns, ledger)
+        report.campaigns = len(campaigns)
+
+    # 4. charities funds
+    report.differences += await reconcile_funds(settings, dbs["charities"], projects)
     return report
+
+
+# Each row is one broken rule: (what, key, detail). Set-based, over all projects given.
+_FUNDS_CHECKS = """
+WITH p AS (SELECT unnest($1::uuid[]) AS project_id),
+d AS (
+    SELECT d.project_id, d.currency, sum(d.amount_minor) AS disbursed
+    FROM disbursement AS d JOIN p USING (project_id) GROUP BY 1, 2
+)
+SELECT 'project' AS what, f.project_id::text AS key,
+       format('posted %s, disbursed %s (disbursements sum to %s)', f.posted_minor,
+              f.disbursed_minor, coalesce(d.disbursed, 0)) AS detail
+FROM project_funds AS f JOIN p USING (project_id)
+LEFT JOIN d USING (project_id, currency)
+WHERE f.disbursed_minor > f.posted_minor OR f.disbursed_minor <> coalesce(d.disbursed, 0)
+UNION ALL
+SELECT 'project', d.project_id::text, format('disbursements %s but no posted money', d.disbursed)
+FROM d WHERE NOT EXISTS (
+    SELECT 1 FROM project_funds AS f
+    WHERE f.project_id = d.project_id AND f.currency = d.currency
+)
+UNION ALL
+SELECT 'disbursement', d.disbursement_id::text,
+       format('amount %s, allocations sum to %s in %s rows (allocations_count %s)',
+              d.amount_minor, coalesce(sum(a.amount_minor), 0), count(a.entry_id),
+              d.allocations_count)
+FROM disbursement AS d JOIN p USING (project_id)
+LEFT JOIN allocation AS a USING (disbursement_id)
+GROUP BY d.disbursement_id
+HAVING coalesce(sum(a.amount_minor), 0) <> d.amount_minor
+    OR count(a.entry_id) <> d.allocations_count
+UNION ALL
+SELECT 'entry', e.entry_id::text,
+       format('allocatable %s, allocated %s, allocations sum to %s',
+              e.allocatable_minor, e.allocated_minor, coalesce(sum(a.amount_minor), 0))
+FROM ledger_entry AS e JOIN p USING (project_id)
+LEFT JOIN allocation AS a USING (entry_id)
+GROUP BY e.entry_id
+HAVING coalesce(sum(a.amount_minor), 0) > coalesce(e.allocatable_minor, 0)
+    OR coalesce(sum(a.amount_minor), 0) <> e.allocated_minor
+ORDER BY 1, 2
+"""
+
+
+async def reconcile_funds(
+    settings: CommonSettings, charities_db: str, projects: list[str]
+) -> list[str]:
+    """The broken funds rules of ``projects`` (project ids), read from charities tables."""
+    rows = await _fetch(settings.dsn(charities_db), _FUNDS_CHECKS, projects)
+    return [f"{r['what']} {r['key']}: {r['detail']}" for r in rows]
+
+
+def check_campaigns(campaigns: list[Any], ledger: list[Any]) -> list[str]:
+    """Each campaign's matched total against its ledger entries and its budget, and at
+    most one match per (order, campaign). Pure, over the rows read."""
+    out = []
+    net: dict[str, int] = defaultdict(int)
+    matches: dict[tuple[str, str], int] = defaultdict(int)
+    for e in ledger:
+        if e["kind"] in MATCH_SIGN:
+            net[e["campaign_id"]] += MATCH_SIGN[e["kind"]] * e["amount_minor"]
+            if e["kind"] == "match":
+                matches[e["order_id"], e["campaign_id"]] += 1
+    for c in campaigns:
+        got, budget = c["matched_minor"], c["budget_minor"]
+        if got != net[c["campaign_id"]]:
+            out.append(
+                f"campaign {c['campaign_id']}: matched_minor {got}, ledger matches minus "
+                f"match reversals {net[c['campaign_id']]}"
+            )
+        if not 0 <= got <= budget:
+            out.append(f"campaign {c['campaign_id']}: matched {got} outside [0, {budget}]")
+    known = {c["campaign_id"] for c in campaigns}
+    for campaign_id in sorted(set(net) - known):
+        out.append(f"campaign {campaign_id}: ledger matches {net[campaign_id]}, no campaign")
+    for (order_id, campaign_id), n in sorted(matches.items()):
+        if n > 1:
+            out.append(f"order {order_id}: {n} matches of campaign {campaign_id}")
+    return out
+
+
+def _json(value: Any) -> Any:
+    """A jsonb column as asyncpg returns it without a codec (text), or already decoded."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def print_report(report: Report) -> None:
     print(
         f"reconcile: {report.orders} completed/refunded orders, {report.ledger_entries} ledger"
-        f" entries, {report.projects} projects; outbox backlog {report.pending_outbox}"
+        f" entries, {report.projects} projects, {report.campaigns} campaigns; outbox backlog"
+        f" {report.pending_outbox}"
     )
     for line in report.differences:
         print(f"DIFFERENCE {line}")

@@ -71,6 +71,11 @@ def parse_dead_letter(
         return skip("not a dead letter: no 'value'")
     if body.get("topic") != original:
         return skip(f"dead letter of topic {body.get('topic')!r}, not {original!r}")
+    if body.get("truncated"):
+        return skip(
+            f"truncated dead letter: the original is {original} partition "
+            f"{body.get('partition')} offset {body.get('offset')}"
+        )
     value: str = body["value"]
     if body.get("value_encoding") == "base64":
         try:

@@ -9,13 +9,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
+from services.charities.campaigns import DonationsClient
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.endpoints import TotalsFastPath, pages, router, static_files
 from services.charities.service import CharityService
 from shared import db
 from shared.events import TOPIC_LEDGER
-from shared.kafka import BatchConsumer
+from shared.kafka import BatchConsumer, KafkaAccess
 from shared.observability import get_logger
 from shared.web import build_app, service_resources
 
@@ -35,23 +36,36 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
         async with service_resources(
             app, settings, database=settings.charities_db, migrations=MIGRATIONS, topics=[topic]
         ) as res:
-            app.state.service = CharityService(
-                res.pool, totals_cache_seconds=settings.totals_cache_seconds
+            donations = DonationsClient(
+                settings.donations_url,
+                timeout_s=settings.campaigns_timeout_s,
+                stale_s=settings.campaigns_stale_s,
             )
-            if consume:
-                consumer = BatchConsumer(
-                    bootstrap=settings.kafka_bootstrap,
-                    topic=topic,
-                    group_id=settings.topic_prefix + "charities",
-                    handler=LedgerFolder(res.pool),
-                    producer=res.producer,
-                    max_records=settings.ledger_batch_max,
-                    handler_is_transient=db.is_transient,
+            try:
+                app.state.service = CharityService(
+                    res.pool,
+                    totals_cache_seconds=settings.totals_cache_seconds,
+                    donations=donations,
+                    campaigns_cache_seconds=settings.campaigns_cache_seconds,
                 )
-                await consumer.start()
-                res.workers.start("ledger-consumer", consumer)
-            log.info("charities service started", topic=topic, consume=consume)
-            yield
+                if consume:
+                    consumer = BatchConsumer(
+                        bootstrap=KafkaAccess.from_settings(settings),
+                        topic=topic,
+                        group_id=settings.topic_prefix + "charities",
+                        handler=LedgerFolder(res.pool),
+                        producer=res.producer,
+                        max_records=settings.ledger_batch_max,
+                        replication_factor=settings.kafka_replication_factor,
+                        min_insync=settings.kafka_min_insync,
+                        handler_is_transient=db.is_transient,
+                    )
+                    await consumer.start()
+                    res.workers.start("ledger-consumer", consumer)
+                log.info("charities service started", topic=topic, consume=consume)
+                yield
+            finally:
+                await donations.aclose()
 
     app = build_app(
         title="Goods for Good: charities",

@@ -15,3 +15,10 @@ class Settings(CommonSettings):
     totals_cache_seconds: float = 0.5
     # False serves the API only (a read replica of the service, or a benchmark).
     charities_consume_ledger: bool = True
+    # The donations service, asked for a project's matching campaigns (the dashboard
+    # shows their remaining budgets); a short timeout, a small cache, and the last good
+    # answer served as stale for a while when donations does not answer.
+    donations_url: str = "http://127.0.0.1:8002"
+    campaigns_timeout_s: float = 1.0
+    campaigns_cache_seconds: float = 5.0
+    campaigns_stale_s: float = 600.0

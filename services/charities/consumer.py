@@ -1,21 +1,30 @@
-"""The consumer of ``donations.ledger``: parses ``donation.recorded`` records and folds
-their entries into the totals, one transaction per consumed batch."""
+"""The consumer of ``donations.ledger``: parses ``donation.recorded`` and ``donation.posted``
+records, folds entries into the totals, keeps every entry for allocation and traces, and
+applies postings, one transaction per consumed batch.
+
+Entries of the kinds the totals know (``repository.FOLDED_KINDS``: the sellers' accruals
+and reversals, the sponsors' matches and match reversals) are folded; an entry of another
+kind is a newer producer's, so it is skipped and counted like an event of an unknown type,
+never dead-lettered (a later version of this service may fold it from the retained log).
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Final, Literal
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.charities import repository
-from services.charities.repository import EntryColumns
+from services.charities.repository import FOLDED_KINDS, EntryColumns, LedgerRows, PostingColumns
 from shared.db import Pool
-from shared.events import DONATION_RECORDED, DonationRecordedType, LedgerEntry, decode_envelope
+from shared.events import DONATION_RECORDED, DonationRecordedType, decode_envelope
 from shared.kafka import DeadLetter, Record
+from shared.money import Currency, MinorAmount
 
 ENTRIES_FOLDED = Counter(
     "gfg_charities_entries_folded_total", "Ledger entries added to the totals (first delivery)"
@@ -24,13 +33,42 @@ ENTRIES_REDELIVERED = Counter(
     "gfg_charities_entries_redelivered_total",
     "Ledger entries seen again (already applied, or twice in one batch) and ignored",
 )
+POSTINGS_APPLIED = Counter(
+    "gfg_charities_postings_applied_total", "Order postings applied (first delivery)"
+)
 BATCHES_FOLDED = Counter("gfg_charities_batches_folded_total", "Ledger batches folded")
 EVENTS_SKIPPED = Counter(
     "gfg_charities_events_skipped_total", "Events of types this service does not consume"
 )
+ENTRIES_SKIPPED = Counter(
+    "gfg_charities_entries_skipped_total", "Ledger entries of kinds the totals do not know"
+)
 LEDGER_DEAD_LETTERS = Counter(
     "gfg_charities_dead_letters_total", "Ledger messages sent to the dead-letter topic"
 )
+
+
+# The posting of an order's donation after its return window (donations service).
+DonationPostedType = Literal["donation.posted"]
+DONATION_POSTED: Final[DonationPostedType] = "donation.posted"
+
+
+class _Entry(BaseModel):
+    """A ledger entry as this service reads it: ``kind`` is any string here (an unknown
+    kind is skipped, not invalid); ``rule_version`` (null for matches) is not kept."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    entry_id: uuid.UUID
+    order_id: str
+    seller_id: str
+    project_id: uuid.UUID
+    kind: str
+    amount_minor: MinorAmount
+    currency: Currency
+    recorded_at: datetime
+    available_on: datetime | None = None
+    campaign_id: str | None = None
 
 
 class _LedgerEvent(BaseModel):
@@ -40,25 +78,42 @@ class _LedgerEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: DonationRecordedType
-    entry: LedgerEntry
+    entry: _Entry
+
+
+class _PostedEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: DonationPostedType
+    order_id: str
+    seller_id: str
+    project_id: uuid.UUID
+    currency: Currency
+    posted_minor: MinorAmount
+    posted_at: datetime
 
 
 @dataclass(frozen=True)
 class LedgerBatch:
-    entries: EntryColumns
+    entries: EntryColumns  # every entry of a known kind, folded into the totals
+    rows: LedgerRows  # every entry of a known kind, kept for allocation and traces
+    postings: PostingColumns
     dead: list[DeadLetter]
     skipped: int  # events of other types
-    duplicates: int  # the same entry twice in this batch
+    duplicates: int  # the same entry (or posting) twice in this batch
+    unknown_kinds: int = 0  # entries of kinds the totals do not know
 
 
 def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
-    """Splits a batch into ledger entries (first occurrence of each entry_id), dead letters
-    (unparseable), and skipped events of other types."""
+    """Splits a batch into ledger entries (first occurrence of each entry_id), postings
+    (first occurrence of each order), dead letters (unparseable), skipped events of other
+    types and skipped entries of unknown kinds."""
     seen: set[uuid.UUID] = set()
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-    entry_id, project_id, seller_id, currency, is_accrual, amount, recorded_at = columns
+    posted: set[str] = set()
+    entries: list[_Entry] = []
+    postings: list[_PostedEvent] = []
     dead: list[DeadLetter] = []
-    skipped = duplicates = 0
+    skipped = duplicates = unknown_kinds = 0
     for record in records:
         raw = record.value
         if raw is None:
@@ -72,27 +127,66 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
             except (ValueError, ValidationError) as env_exc:
                 dead.append(DeadLetter(record, f"not an event: {_first_line(env_exc)}"))
                 continue
+            if envelope.type == DONATION_POSTED:
+                try:
+                    posting = _PostedEvent.model_validate_json(raw)
+                except ValidationError as posted_exc:
+                    reason = f"invalid {DONATION_POSTED}: {_first_line(posted_exc)}"
+                    dead.append(DeadLetter(record, reason))
+                    continue
+                if posting.order_id in posted:
+                    duplicates += 1
+                else:
+                    posted.add(posting.order_id)
+                    postings.append(posting)
+                continue
             if envelope.type != DONATION_RECORDED:
                 skipped += 1
                 continue
             dead.append(DeadLetter(record, f"invalid {DONATION_RECORDED}: {_first_line(exc)}"))
             continue
+        if entry.kind not in FOLDED_KINDS:
+            unknown_kinds += 1
+            continue
         if entry.entry_id in seen:
             duplicates += 1
             continue
         seen.add(entry.entry_id)
-        entry_id.append(entry.entry_id)
-        project_id.append(entry.project_id)
-        seller_id.append(entry.seller_id)
-        currency.append(entry.currency)
-        is_accrual.append(entry.kind == "accrual")
-        amount.append(entry.amount_minor)
-        recorded_at.append(entry.recorded_at)
+        entries.append(entry)
     return LedgerBatch(
-        EntryColumns(entry_id, project_id, seller_id, currency, is_accrual, amount, recorded_at),
+        EntryColumns(
+            [e.entry_id for e in entries],
+            [e.project_id for e in entries],
+            [e.seller_id for e in entries],
+            [e.currency for e in entries],
+            [e.kind for e in entries],
+            [e.amount_minor for e in entries],
+            [e.recorded_at for e in entries],
+        ),
+        LedgerRows(
+            [e.entry_id for e in entries],
+            [e.order_id for e in entries],
+            [e.project_id for e in entries],
+            [e.seller_id for e in entries],
+            [e.currency for e in entries],
+            [e.kind for e in entries],
+            [e.amount_minor for e in entries],
+            [e.campaign_id for e in entries],
+            [e.recorded_at for e in entries],
+            [e.available_on for e in entries],
+        ),
+        PostingColumns(
+            [p.order_id for p in postings],
+            [p.project_id for p in postings],
+            [p.seller_id for p in postings],
+            [p.currency for p in postings],
+            [p.posted_minor for p in postings],
+            [p.posted_at for p in postings],
+        ),
         dead,
         skipped,
         duplicates,
+        unknown_kinds,
     )
 
 
@@ -113,13 +207,23 @@ class LedgerFolder:
 
     async def apply(self, parsed: LedgerBatch) -> Sequence[DeadLetter]:
         entries = parsed.entries
-        applied = 0
-        if entries.entry_id:
+        applied = postings = 0
+        if parsed.rows.entry_id or parsed.postings.order_id:
             async with self._pool.acquire() as conn, conn.transaction():
-                applied = await repository.fold_entries(conn, entries)
+                if entries.entry_id:
+                    applied = await repository.fold_entries(conn, entries)
+                if parsed.rows.entry_id:
+                    await repository.record_entries(conn, parsed.rows)
+                if parsed.postings.order_id:
+                    # entries first: a posting in the same batch as its order's entries
+                    # (same key, same partition, after them) must see them
+                    await repository.bump_clock(conn)
+                    postings = await repository.apply_postings(conn, parsed.postings)
         ENTRIES_FOLDED.inc(applied)
+        POSTINGS_APPLIED.inc(postings)
         ENTRIES_REDELIVERED.inc(len(entries.entry_id) - applied + parsed.duplicates)
         EVENTS_SKIPPED.inc(parsed.skipped)
+        ENTRIES_SKIPPED.inc(parsed.unknown_kinds)
         LEDGER_DEAD_LETTERS.inc(len(parsed.dead))
         BATCHES_FOLDED.inc()
         return parsed.dead

@@ -1,4 +1,5 @@
-"""HTTP routes of the charities service: registry, totals, and the dashboard page."""
+"""HTTP routes of the charities service: registry, totals, disbursements, the trace of an
+order, and the dashboard pages."""
 
 from __future__ import annotations
 
@@ -19,22 +20,29 @@ from services.charities.schemas import (
     CharityPage,
     CharityTotals,
     DailyTotals,
+    Disbursement,
+    DisbursementCreate,
+    DisbursementPage,
+    OrderTrace,
     Project,
+    ProjectCampaigns,
     ProjectCreate,
     ProjectPage,
     ProjectStatus,
     Totals,
 )
 from services.charities.service import Cached, CharityService
-from shared.auth import AdminDep
+from shared.auth import AdminDep, Principal, Role, require
 from shared.web import app_service, conditional_response
 
 STATIC_DIR = Path(__file__).parent / "static"
 CACHE_CONTROL = "public, max-age=1"
+CAMPAIGNS_CACHE_CONTROL = "public, max-age=5"
 
 ServiceDep = Annotated[CharityService, Depends(app_service)]
 IfNoneMatch = Annotated[str | None, Header()]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+DisburserDep = Annotated[Principal, Depends(require(Role.ADMIN, Role.CHARITY))]
 
 router = APIRouter(prefix="/v1")
 
@@ -114,6 +122,45 @@ async def close_project(project_id: str, _: AdminDep, service: ServiceDep) -> Pr
     return await service.close_project(project_id)
 
 
+# --- disbursements and the trace -------------------------------------------------------
+
+
+@router.post(
+    "/projects/{project_id}/disbursements",
+    status_code=201,
+    responses={
+        200: {"model": Disbursement, "description": "the same disbursement, recorded before"}
+    },
+)
+async def create_disbursement(
+    project_id: str,
+    body: DisbursementCreate,
+    principal: DisburserDep,
+    service: ServiceDep,
+    response: Response,
+) -> Disbursement:
+    disbursement, created = await service.create_disbursement(principal, project_id, body)
+    _created(response, created)
+    return disbursement
+
+
+@router.get("/projects/{project_id}/disbursements")
+async def list_disbursements(
+    project_id: str, service: ServiceDep, limit: Limit = 50, cursor: str | None = None
+) -> DisbursementPage:
+    return await service.list_disbursements(project_id, limit, cursor)
+
+
+@router.get("/disbursements/{disbursement_id}")
+async def get_disbursement(disbursement_id: str, service: ServiceDep) -> Disbursement:
+    return await service.get_disbursement(disbursement_id)
+
+
+@router.get("/orders/{order_id}/trace")
+async def order_trace(order_id: str, service: ServiceDep) -> OrderTrace:
+    return await service.trace(order_id)
+
+
 # --- totals (ETag / 304 reads: cached JSON bytes, not models) ---------------------------
 
 _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
@@ -157,6 +204,23 @@ async def daily_totals(
     return _conditional(await service.daily_totals(project_id, start, end), if_none_match)
 
 
+@router.get(
+    "/projects/{project_id}/campaigns", response_model=ProjectCampaigns, responses=_NOT_MODIFIED
+)
+async def project_campaigns(
+    project_id: str, service: ServiceDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The project's matching campaigns, asked of the donations service (for the dashboard,
+    which may only call this service); a degraded answer rather than an error when
+    donations is down."""
+    return conditional_response(
+        (cached := await service.project_campaigns(project_id)).body,
+        cached.etag,
+        if_none_match,
+        cache_control=CAMPAIGNS_CACHE_CONTROL,
+    )
+
+
 # --- dashboard ------------------------------------------------------------------------
 
 pages = APIRouter(include_in_schema=False)
@@ -165,6 +229,12 @@ pages = APIRouter(include_in_schema=False)
 @pages.get("/")
 async def dashboard() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@pages.get("/projects/{project_id}")
+async def project_page(project_id: str) -> FileResponse:
+    """A project's page (its script reads the id from the path)."""
+    return FileResponse(STATIC_DIR / "project.html", headers={"Cache-Control": "no-cache"})
 
 
 def static_files() -> StaticFiles:

@@ -8,6 +8,16 @@ Decisions users can rely on:
 - Closing a closed project is a retry and returns it unchanged (200).
 - Totals are shaped as described in ``totals.py``; each totals URL is answered from
   memory for ``totals_cache_seconds`` (see ``ResponseCache``) with a strong ETag.
+- A disbursement takes posted money first in, first out (``allocation.py``). Its
+  transaction locks the project's row, so disbursements of one project take turns and
+  none can take money another took: above the project's ``available_minor`` is a 422,
+  also for the loser of two concurrent ones. The ``disbursement_id`` makes it idempotent:
+  the same body again is the same disbursement (200), another body is a 409. An admin, or
+  a charity token naming the project's charity, may disburse; anyone else gets 403.
+- What a posting makes allocatable is net per order: the order's accruals minus its
+  reversals, and per campaign its matches minus their match reversals, each spread over
+  the positive entries oldest first (see ``repository.apply_postings``). Entries of an
+  order that arrive after its posting stay pending (the contract says none come).
 """
 
 from __future__ import annotations
@@ -17,23 +27,30 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.charities import repository, totals
+from services.charities.allocation import Candidate, InsufficientFunds, allocate_fifo
+from services.charities.campaigns import CampaignList, DonationsClient
 from services.charities.repository import Row
 from services.charities.schemas import (
     Charity,
     CharityCreate,
     CharityPage,
+    Disbursement,
+    DisbursementCreate,
+    DisbursementPage,
+    OrderTrace,
     Project,
     ProjectCreate,
     ProjectPage,
 )
 from shared import pagination
+from shared.auth import Principal
 from shared.db import Pool
 from shared.pagination import InvalidCursor, split_page
-from shared.problems import Conflict, Invalid, NotFound
+from shared.problems import Conflict, DomainError, Forbidden, Invalid, NotFound
 
 ALL_TOTALS = "totals"  # the cache key of ``GET /v1/totals``
 MAX_RANGE_DAYS = 3660
@@ -53,6 +70,28 @@ class ProjectNotFound(NotFound):
 
 class RegistryConflict(Conflict):
     """A natural key (registration number, project name) taken with other details."""
+
+
+class DisbursementNotFound(NotFound):
+    def __init__(self, disbursement_id: str) -> None:
+        super().__init__("disbursement", disbursement_id)
+
+
+class OrderDonationNotFound(NotFound):
+    def __init__(self, order_id: str) -> None:
+        super().__init__("donation of order", order_id)
+
+
+class DisbursementConflict(Conflict):
+    """A disbursement_id used before with another body."""
+
+
+class NotEnoughAvailable(DomainError):
+    """More than the project's posted, not yet disbursed money."""
+
+    status = 422
+    kind = "not-enough-available"
+    title = "Not enough available money"
 
 
 def parse_id(value: str, missing: Callable[[str], NotFound]) -> uuid.UUID:
@@ -104,11 +143,21 @@ def _page(rows: Sequence[Row], limit: int, key: str) -> tuple[list[dict[str, Any
 
 class CharityService:
     """The registry and the totals reads over this service's pool, with the response
-    cache that spares the database the dashboards' polling."""
+    cache that spares the database the dashboards' polling, and the projects' campaigns
+    relayed from the donations service."""
 
-    def __init__(self, pool: Pool, *, totals_cache_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        totals_cache_seconds: float,
+        donations: DonationsClient | None = None,
+        campaigns_cache_seconds: float = 5.0,
+    ) -> None:
         self._pool = pool
         self.cache = ResponseCache(totals_cache_seconds)
+        self._donations = donations
+        self._campaigns_cache = ResponseCache(campaigns_cache_seconds)
 
     # -- registry -------------------------------------------------------------------------
 
@@ -206,6 +255,99 @@ class CharityService:
             raise ProjectNotFound(project_id)
         return Project.model_validate(dict(row))
 
+    # -- disbursements and the trace -------------------------------------------------------
+
+    async def create_disbursement(
+        self, principal: Principal, project_id: str, body: DisbursementCreate
+    ) -> tuple[Disbursement, bool]:
+        """The disbursement and whether it was recorded now (False: a retry)."""
+        key = parse_id(project_id, ProjectNotFound)
+        async with self._pool.acquire() as conn, conn.transaction():
+            project = await repository.lock_project(conn, key)
+            if project is None:
+                raise ProjectNotFound(project_id)
+            if not principal.may_act_for_charity(str(project["charity_id"])):
+                raise Forbidden(f"token may not disburse for charity {project['charity_id']}")
+            existing = await repository.get_disbursement(conn, body.disbursement_id)
+            if existing is not None:
+                return _same_disbursement(existing, key, body), False
+            currency: str = project["currency"]
+            available = await repository.available_minor(conn, key, currency)
+            if body.amount_minor > available:
+                raise _not_enough(body.amount_minor, available)
+            candidates = await repository.fifo_candidates(conn, key, currency, body.amount_minor)
+            try:
+                allocations = allocate_fifo(
+                    body.amount_minor,
+                    (Candidate(r["entry_id"], r["remaining_minor"]) for r in candidates),
+                )
+            except InsufficientFunds as exc:  # pragma: no cover - posted - disbursed says so
+                raise _not_enough(body.amount_minor, exc.available_minor) from exc
+            row = await repository.insert_disbursement(
+                conn,
+                disbursement_id=body.disbursement_id,
+                project_id=key,
+                currency=currency,
+                amount_minor=body.amount_minor,
+                recipient=body.recipient,
+                purpose=body.purpose,
+                evidence_sha256=body.evidence_sha256,
+                evidence_url=body.evidence_url,
+                entry_ids=[a.entry_id for a in allocations],
+                amounts=[a.amount_minor for a in allocations],
+            )
+            if row is None:  # the same id recorded concurrently (for another project)
+                existing = await repository.get_disbursement(conn, body.disbursement_id)
+                assert existing is not None
+                return _same_disbursement(existing, key, body), False
+            await repository.bump_clock(conn)
+            await repository.add_disbursed(conn, key, currency, body.amount_minor)
+        return Disbursement.model_validate(dict(row)), True
+
+    async def get_disbursement(self, disbursement_id: str) -> Disbursement:
+        key = parse_id(disbursement_id, DisbursementNotFound)
+        async with self._pool.acquire() as conn:
+            row = await repository.get_disbursement(conn, key)
+        if row is None:
+            raise DisbursementNotFound(disbursement_id)
+        return Disbursement.model_validate(dict(row))
+
+    async def list_disbursements(
+        self, project_id: str, limit: int, cursor: str | None
+    ) -> DisbursementPage:
+        key = parse_id(project_id, ProjectNotFound)
+        after = decode_cursor(cursor) if cursor else None
+        async with self._pool.acquire() as conn:
+            if await repository.get_project(conn, key) is None:
+                raise ProjectNotFound(project_id)
+            rows = await repository.list_disbursements(conn, key, after, limit + 1)
+        page, more = split_page(rows, limit)
+        items = [dict(r) for r in page]
+        next_cursor = (
+            encode_cursor(items[-1]["recorded_at"], items[-1]["disbursement_id"]) if more else None
+        )
+        return DisbursementPage.model_validate({"items": items, "next_cursor": next_cursor})
+
+    async def trace(self, order_id: str) -> OrderTrace:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            summary = await repository.order_summary(conn, order_id)
+            if summary is None:
+                raise OrderDonationNotFound(order_id)
+            allocations = await repository.order_allocations(conn, order_id)
+        allocated = sum(int(a["amount_minor"]) for a in allocations)
+        return OrderTrace.model_validate(
+            {
+                "order_id": order_id,
+                "project_id": summary["project_id"],
+                "currency": summary["currency"],
+                "net_minor": summary["net_minor"],
+                "matched_minor": summary["matched_minor"],
+                "status": "posted" if summary["posted"] else "pending",
+                "allocations": [dict(a) for a in allocations],
+                "unallocated_minor": summary["net_minor"] + summary["matched_minor"] - allocated,
+            }
+        )
+
     # -- totals (JSON bytes and their ETag, from the cache) -------------------------------
 
     def fresh_all_totals(self) -> Cached | None:
@@ -261,6 +403,69 @@ class CharityService:
             return _by_body(totals.daily_body(rows))
 
         return await self.cache.get(f"daily:{key}:{start}:{end}", load)
+
+    # -- campaigns (the donations service's data, relayed for the dashboard) --------------
+
+    async def project_campaigns(self, project_id: str) -> Cached:
+        """The project's matching campaigns as the donations service reports them, through
+        a per-project cache; degraded (``stale`` or ``unavailable``), never an error, when
+        donations does not answer. 404 for a project the registry does not know."""
+        key = parse_id(project_id, ProjectNotFound)
+
+        async def load(previous: Cached | None) -> Cached:
+            async with self._pool.acquire() as conn:
+                if await repository.get_project(conn, key) is None:
+                    raise ProjectNotFound(project_id)
+            if self._donations is None:  # a registry-only instance (tools, benchmarks)
+                found = CampaignList((), "unavailable", None)
+            else:
+                found = await self._donations.project_campaigns(key, datetime.now(UTC))
+            body = {
+                "project_id": key,
+                "source": found.source,
+                "fetched_at": found.fetched_at,
+                "items": [c.model_dump() for c in found.items],
+            }
+            return _by_body(body)
+
+        return await self._campaigns_cache.get(f"campaigns:{key}", load)
+
+
+def _not_enough(amount_minor: int, available_minor: int) -> NotEnoughAvailable:
+    return NotEnoughAvailable(
+        f"amount_minor {amount_minor} exceeds the project's available_minor {available_minor}",
+        errors=[{"field": "amount_minor", "message": "exceeds the project's available money"}],
+        available_minor=available_minor,
+    )
+
+
+def _same_disbursement(
+    existing: Row, project_id: uuid.UUID, body: DisbursementCreate
+) -> Disbursement:
+    """The recorded disbursement if ``body`` asks for it again; else a 409."""
+    recorded = Disbursement.model_validate(dict(existing))
+    asked = (
+        project_id,
+        body.amount_minor,
+        body.recipient,
+        body.purpose,
+        body.evidence_sha256,
+        body.evidence_url,
+    )
+    have = (
+        recorded.project_id,
+        recorded.amount_minor,
+        recorded.recipient,
+        recorded.purpose,
+        recorded.evidence_sha256,
+        recorded.evidence_url,
+    )
+    if asked != have:
+        raise DisbursementConflict(
+            f"disbursement {body.disbursement_id} was recorded with another body",
+            disbursement_id=str(body.disbursement_id),
+        )
+    return recorded
 
 
 def _project_totals_body(project_id: str, rows: Sequence[Row]) -> dict[str, Any]:

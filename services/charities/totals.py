@@ -4,12 +4,18 @@ their strong ETags. Pure functions, no I/O.
 Decisions users can rely on:
 - ``donation_count`` counts accruals; a reversal adds to ``reversed_minor`` and leaves
   the count alone (the donation happened; part or all of it was given back).
+- ``donated_minor`` and ``reversed_minor`` are the sellers' donations only; sponsors'
+  matches are ``matched_minor`` (matches minus match reversals), and ``net_minor`` is
+  ``donated_minor - reversed_minor + matched_minor``.
 - ``seller_count`` counts distinct sellers with at least one accrual to the project.
 - Entries for projects the registry does not know (yet) are totalled anyway: the ledger
   is the source of truth and the registry may lag; such totals appear in ``/v1/totals``
   without a name and are served by ``/v1/projects/{id}/totals``.
 - ``as_of`` is the time the totals last changed (the project's creation time while it has
   none), so a response and its strong ETag stay byte-identical until the data changes.
+- ``posted_minor`` is the net of the project's posted orders (final: nothing reverses it),
+  ``pending_minor`` is the rest of ``net_minor``; ``disbursed_minor`` is what disbursements
+  took and ``available_minor = posted_minor - disbursed_minor`` what they still may take.
 """
 
 from __future__ import annotations
@@ -31,24 +37,45 @@ def _zero_totals() -> dict[str, Any]:
     return {
         "donated_minor": 0,
         "reversed_minor": 0,
+        "matched_minor": 0,
         "net_minor": 0,
         "donation_count": 0,
         "seller_count": 0,
         "last_donation_at": None,
+        "pending_minor": 0,
+        "posted_minor": 0,
+        "disbursed_minor": 0,
+        "available_minor": 0,
     }
 
 
 def shape_totals(row: Row | dict[str, Any]) -> dict[str, Any]:
     donated = int(row["donated_minor"])
     reversed_ = int(row["reversed_minor"])
+    matched = int(row["matched_minor"])
+    net = donated - reversed_ + matched
+    posted = int(row["posted_minor"])
+    disbursed = int(row["disbursed_minor"])
     return {
         "donated_minor": donated,
         "reversed_minor": reversed_,
-        "net_minor": donated - reversed_,
+        "matched_minor": matched,
+        "net_minor": net,
         "donation_count": int(row["donation_count"]),
         "seller_count": int(row["seller_count"]),
         "last_donation_at": row["last_donation_at"],
+        "pending_minor": net - posted,
+        "posted_minor": posted,
+        "disbursed_minor": disbursed,
+        "available_minor": posted - disbursed,
     }
+
+
+def _changed_at(row: Row) -> datetime:
+    """The later of the folded totals' and the posted/disbursed money's last change."""
+    funds: datetime | None = row["funds_updated_at"]
+    changed: datetime = row["updated_at"]
+    return changed if funds is None else max(changed, funds)
 
 
 def project_totals_body(rows: Sequence[Row]) -> dict[str, Any] | None:
@@ -75,7 +102,7 @@ def project_totals_body(rows: Sequence[Row]) -> dict[str, Any] | None:
         "project_id": row["project_id"],
         "currency": row["currency"],
         **shape_totals(row),
-        "as_of": row["updated_at"],
+        "as_of": _changed_at(row),
     }
 
 
@@ -85,11 +112,11 @@ def charity_totals_body(charity_id: uuid.UUID, rows: Sequence[Row]) -> dict[str,
             "charity_id": charity_id,
             "currency": r["currency"],
             **shape_totals(r),
-            "as_of": r["updated_at"],
+            "as_of": _changed_at(r),
         }
         for r in rows
     ]
-    as_of = max((r["updated_at"] for r in rows), default=EPOCH)
+    as_of = max((_changed_at(r) for r in rows), default=EPOCH)
     return {"charity_id": charity_id, "items": items, "as_of": as_of}
 
 
@@ -117,6 +144,7 @@ def daily_body(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "date": r["day"],
             "donated_minor": int(r["donated_minor"]),
             "reversed_minor": int(r["reversed_minor"]),
+            "matched_minor": int(r["matched_minor"]),
             "donation_count": int(r["donation_count"]),
         }
         for r in rows

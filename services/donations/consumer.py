@@ -10,12 +10,21 @@ a unique key per (order_id, event key) (``accrual``, ``refund:<refund_id>``) and
 inserted with ``ON CONFLICT DO NOTHING``, so the redelivered batch records nothing twice
 and, since only rows actually inserted are put in the outbox, publishes nothing twice.
 
-Per batch the database sees five statements whatever the batch size: the rule histories
-of its sellers, the ledger state of its orders, the lock on the campaigns of its
-projects, the entries (``unnest``), the outbox rows; and when a campaign matches, three
-more: what refunded orders' matches have left, the match entries, one update of the
-touched campaigns' ``matched_minor`` (services/donations/matching.py says why the
-budget is never exceeded).
+Per batch the database sees at most seven statements whatever the batch size: the rule
+histories of its sellers, a lock on the batch's refunded orders' pending postings and
+their ledger state (only when the batch has refunds), the lock on the campaigns of its
+projects, the entries (``unnest``; new accruals also join ``posting_due`` in that
+statement), the outbox rows, and the partitions' positions; and when a campaign
+matches, three more: what refunded orders' matches have left, the match entries, one
+update of the touched campaigns' ``matched_minor`` (services/donations/matching.py says
+why the budget is never exceeded). Matches follow the return window by construction:
+only a reversal this batch recorded is matched by a match reversal, and a refund after
+``available_on`` or after the posting records none.
+
+The positions (``consumer_position``: per partition the next offset to apply and the
+latest ``occurred_at`` applied) are written in the batch's transaction, so they never
+claim more than the ledger holds; the posting job (posting.py) reads them to know that no
+refund can still be on its way for an order it posts.
 Messages that cannot be parsed are returned as dead letters (to ``orders.lifecycle.dlq``)
 and the rest of the batch, and of the partition, goes on.
 """
@@ -26,7 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from prometheus_client import Counter as PromCounter
@@ -36,6 +45,8 @@ from services.donations import repository
 from services.donations.config import Settings
 from services.donations.ledger import BatchPlan, NewEntry, OrderMoneyEvent, plan_batch
 from services.donations.matching import Campaign, plan_matches
+from services.donations.repository import Position
+from services.donations.rules import DEFAULT_RETURN_WINDOW
 from shared import db
 from shared.db import Conn, Pool
 from shared.events import (
@@ -50,7 +61,7 @@ from shared.events import (
     OrderRefunded,
     order_event_adapter,
 )
-from shared.kafka import BatchConsumer, DeadLetter, Producer, Record
+from shared.kafka import BatchConsumer, DeadLetter, KafkaAccess, Producer, Record
 from shared.outbox import OutboxMessage, enqueue
 
 EVENTS = PromCounter(
@@ -67,6 +78,12 @@ DONATED = PromCounter(
     "Amounts recorded in the ledger, in minor units, by currency and kind",
     ["currency", "kind"],
 )
+FINAL_REFUNDS = PromCounter(
+    "gfg_donations_refunds_after_window_total",
+    "Refunds that reversed nothing because the donation was final: made after the order's "
+    "available_on (reason after_window), or arriving after its posting (after_posting)",
+    ["reason"],
+)
 
 
 def group_id(settings: Settings) -> str:
@@ -80,14 +97,21 @@ class OrderEventBatch:
     dead: list[DeadLetter] = field(default_factory=list)
     events: list[OrderMoneyEvent] = field(default_factory=list)
     tally: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (topic, partition) -> how far this batch goes on it
+    positions: dict[tuple[str, int], Position] = field(default_factory=dict)
+    # order_id -> the partition its events are on
+    partitions: dict[str, int] = field(default_factory=dict)
 
 
 class LedgerHandler:
     """The batch handler; usable without a consumer (tests run it directly)."""
 
-    def __init__(self, pool: Pool, ledger_topic: str) -> None:
+    def __init__(
+        self, pool: Pool, ledger_topic: str, *, window: timedelta = DEFAULT_RETURN_WINDOW
+    ) -> None:
         self._pool = pool
         self._ledger_topic = ledger_topic
+        self._window = window
         self.entries_recorded = 0
 
     async def handle(self, records: Sequence[Record]) -> list[DeadLetter]:
@@ -97,15 +121,27 @@ class LedgerHandler:
     def prepare(self, records: Sequence[Record]) -> OrderEventBatch:
         """Parsing only (no I/O): runs while the previous batch is still being written."""
         batch = OrderEventBatch()
+        positions = batch.positions
         for record in records:
             parsed = _parse(record)
+            occurred_at: datetime | None = None
             if isinstance(parsed, DeadLetter):
                 batch.dead.append(parsed)
                 batch.tally[("unknown", "dead_letter")] += 1
             elif isinstance(parsed, tuple):
-                batch.tally[parsed] += 1
+                batch.tally[parsed[:2]] += 1
+                occurred_at = parsed[2]
             else:
                 batch.events.append(parsed)
+                occurred_at = parsed.occurred_at
+                if isinstance(parsed, OrderCompleted):
+                    batch.partitions[parsed.order.order_id] = record.partition
+            tp = (record.topic, record.partition)
+            known = positions.get(tp)
+            latest = known.max_occurred_at if known is not None else None
+            if occurred_at is not None and (latest is None or occurred_at > latest):
+                latest = occurred_at
+            positions[tp] = Position(record.offset + 1, latest)
         return batch
 
     async def apply(self, batch: OrderEventBatch) -> list[DeadLetter]:
@@ -120,19 +156,28 @@ class LedgerHandler:
             refunded = {e.order_id for e in events if isinstance(e, OrderRefunded)}
             async with self._pool.acquire() as conn, conn.transaction():
                 histories = await repository.rule_histories(conn, sellers)
-                ledgers = await repository.order_ledgers(conn, refunded) if refunded else {}
-                plan = plan_batch(events, histories, ledgers)
+                ledgers = {}
+                if refunded:
+                    await repository.lock_due_postings(conn, refunded)
+                    ledgers = await repository.order_ledgers(conn, refunded)
+                plan = plan_batch(events, histories, ledgers, window=self._window)
                 recorded_at = datetime.now(UTC)
                 campaigns = await self._lock_campaigns(conn, plan.entries)
-                inserted = await repository.insert_entries(conn, plan.entries, recorded_at)
+                inserted = await repository.insert_entries(
+                    conn, plan.entries, recorded_at, batch.partitions
+                )
                 recorded = [e for e in plan.entries if e.entry_id in inserted]
                 if campaigns and recorded:
                     recorded += await self._match(conn, plan, recorded, campaigns, recorded_at)
                 await enqueue(conn, self._messages(recorded, recorded_at))
+                await self._advance(conn, batch)
             plan_outcomes = plan.outcomes
             self.entries_recorded += len(recorded)
             if len(recorded) < len(plan.entries):  # recorded by an earlier delivery
                 plan_outcomes[("entries", "already_recorded")] += len(plan.entries) - len(recorded)
+        elif batch.positions:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._advance(conn, batch)
         _count(tally + plan_outcomes, recorded)
         return dead
 
@@ -170,6 +215,14 @@ class LedgerHandler:
         await repository.add_matched(conn, {k: v for k, v in deltas.items() if v})
         return entries
 
+    @staticmethod
+    async def _advance(conn: Conn, batch: OrderEventBatch) -> None:
+        by_topic: dict[str, dict[int, Position]] = {}
+        for (topic, partition), position in batch.positions.items():
+            by_topic.setdefault(topic, {})[partition] = position
+        for topic, positions in by_topic.items():  # one topic in practice
+            await repository.advance_positions(conn, topic, positions)
+
     def _messages(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[OutboxMessage]:
         """One ``donation.recorded`` (shared.events.DonationRecorded) per entry.
 
@@ -200,6 +253,7 @@ class LedgerHandler:
                         "rule_version": e.rule_version,
                         "campaign_id": e.campaign_id,
                         "recorded_at": at,
+                        "available_on": e.available_on,
                     },
                 }
             )
@@ -207,8 +261,11 @@ class LedgerHandler:
         return messages
 
 
-def _parse(record: Record) -> OrderMoneyEvent | tuple[str, str] | DeadLetter:
-    """An event to apply, the (type, outcome) of one to skip, or a dead letter."""
+def _parse(
+    record: Record,
+) -> OrderMoneyEvent | tuple[str, str, datetime | None] | DeadLetter:
+    """An event to apply, the (type, outcome, occurred_at) of one to skip, or a dead
+    letter."""
     raw: bytes | None = record.value
     if not raw:
         return DeadLetter(record, "empty message")
@@ -218,7 +275,7 @@ def _parse(record: Record) -> OrderMoneyEvent | tuple[str, str] | DeadLetter:
         invalid = exc
     else:
         if isinstance(event, OrderCancelled):  # a cancelled order never donated
-            return (event.type, "ignored")
+            return (event.type, "ignored", event.occurred_at)
         return event
     # Not a valid known event: an event of another type is skipped, anything else is poison.
     try:
@@ -228,7 +285,7 @@ def _parse(record: Record) -> OrderMoneyEvent | tuple[str, str] | DeadLetter:
         return DeadLetter(record, f"not an event: {_short(exc)}")
     if envelope.type in ORDER_EVENT_TYPES:
         return DeadLetter(record, f"invalid {envelope.type}: {_short(invalid)}")
-    return (envelope.type, "skipped")
+    return (envelope.type, "skipped", envelope.occurred_at)
 
 
 def _short(exc: Exception) -> str:
@@ -245,6 +302,8 @@ def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> 
         EVENTS.labels(event_type, outcome).inc(n)
         if outcome == "currency_mismatch":
             CURRENCY_MISMATCH.inc(n)
+        elif outcome in ("after_window", "after_posting"):
+            FINAL_REFUNDS.labels(outcome).inc(n)
     amounts: Counter[tuple[str, str]] = Counter()
     for entry in recorded:
         amounts[(entry.currency, entry.kind)] += entry.amount_minor
@@ -253,13 +312,17 @@ def _count(outcomes: Counter[tuple[str, str]], recorded: Sequence[NewEntry]) -> 
 
 
 def build_consumer(settings: Settings, pool: Pool, producer: Producer) -> BatchConsumer:
-    handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
+    handler = LedgerHandler(
+        pool, settings.topic(TOPIC_LEDGER), window=timedelta(seconds=settings.return_window_s)
+    )
     return BatchConsumer(
-        bootstrap=settings.kafka_bootstrap,
+        bootstrap=KafkaAccess.from_settings(settings),
         topic=settings.topic(TOPIC_ORDERS),
         group_id=group_id(settings),
         handler=handler,
         producer=producer,
         max_records=settings.consumer_max_records,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
         handler_is_transient=db.is_transient,
     )

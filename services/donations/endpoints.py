@@ -12,6 +12,7 @@ from services.donations.schemas import (
     CampaignIn,
     CampaignOut,
     CampaignsOut,
+    OrderProofOut,
     ReceiptOut,
     RuleIn,
     RuleOut,
@@ -109,3 +110,10 @@ async def close_campaign(
 ) -> CampaignOut:
     """Ends the campaign now: nothing more is matched."""
     return await service.close_campaign(campaign_id)
+
+
+@router.get("/orders/{order_id}/donation/proof")
+async def get_proof(order_id: OrderId, service: ServiceDep) -> OrderProofOut:
+    """The order's entries in the donations transparency log, with inclusion proofs
+    against one signed checkpoint (404 if it made no donation, 503 until logged)."""
+    return await service.order_proof(order_id)

@@ -5,6 +5,10 @@ ledger state so far of the batch's orders, then calls ``plan_batch``. Events are
 in the order given (offset order per partition, hence per order), and the state is
 carried forward, so an order completed and refunded within one batch gets its accrual
 and then its reversal. An event whose entry already exists (a redelivery) adds nothing.
+
+The return window: an accrual carries ``available_on`` (``completed_at`` + the window);
+a refund that happened (its ``occurred_at``) at or after it reverses nothing, and neither
+does one for an order already posted (posted is final).
 """
 
 from __future__ import annotations
@@ -13,16 +17,19 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
 
 from services.donations.rules import (
     ACCRUAL_KEY,
+    DEFAULT_RETURN_WINDOW,
     OrderFacts,
     Outcome,
     RuleVersion,
+    available_on,
     compute_donation,
     entry_id,
+    refund_in_window,
     refund_key,
     refund_reversal,
 )
@@ -42,6 +49,8 @@ class OrderLedger:
     rule_version: int
     net_minor: int
     keys: set[str] = field(default_factory=set)
+    available_on: datetime | None = None
+    posted: bool = False
     # the per_item part of the accrual (after the cap): only a full refund reverses it
     item_minor: int = 0
 
@@ -60,6 +69,7 @@ class NewEntry(NamedTuple):
     currency: str
     rule_version: int | None  # None for matches (a sponsor's money, not a seller rule's)
     event_id: uuid.UUID
+    available_on: datetime | None = None  # accruals only
     campaign_id: str | None = None
     item_minor: int | None = None  # accruals only: the per_item part
 
@@ -94,12 +104,14 @@ def plan_batch(
     events: Sequence[OrderMoneyEvent],
     histories: Mapping[str, Sequence[RuleVersion]],
     ledgers: dict[str, OrderLedger],
+    *,
+    window: timedelta = DEFAULT_RETURN_WINDOW,
 ) -> BatchPlan:
     """New entries for ``events``; updates ``ledgers`` in place as it goes."""
     plan = BatchPlan()
     for event in events:
         if isinstance(event, OrderCompleted):
-            _completed(event, histories, ledgers, plan)
+            _completed(event, histories, ledgers, plan, window)
         else:
             _refunded(event, histories, ledgers, plan)
     return plan
@@ -110,6 +122,7 @@ def _completed(
     histories: Mapping[str, Sequence[RuleVersion]],
     ledgers: dict[str, OrderLedger],
     plan: BatchPlan,
+    window: timedelta,
 ) -> None:
     order = event.order
     known = ledgers.get(order.order_id)
@@ -127,6 +140,7 @@ def _completed(
     rule = decision.rule
     accrual_id = entry_id(order.order_id, ACCRUAL_KEY)
     plan.accruals[accrual_id] = AccrualFacts(order.placed_at, sum(q for _, q in items))
+    ends = available_on(order.completed_at or event.occurred_at, window)
     plan.entries.append(
         NewEntry(
             entry_id=accrual_id,
@@ -140,6 +154,7 @@ def _completed(
             rule_version=rule.version,
             event_id=event.event_id,
             item_minor=decision.item_minor,
+            available_on=ends,
         )
     )
     ledgers[order.order_id] = OrderLedger(
@@ -150,6 +165,7 @@ def _completed(
         net_minor=decision.amount_minor,
         keys={ACCRUAL_KEY},
         item_minor=decision.item_minor,
+        available_on=ends,
     )
 
 
@@ -166,6 +182,10 @@ def _refunded(
         return
     if key in known.keys:
         plan.outcomes[(event.type, "duplicate")] += 1
+        return
+    final = _final_outcome(event, known)
+    if final is not None:
+        plan.outcomes[(event.type, final)] += 1
         return
     rule = _version(histories.get(known.seller_id, ()), known.rule_version)
     if rule is None:  # rules are never deleted; only a foreign seller_id gets here
@@ -198,3 +218,14 @@ def _refunded(
     )
     known.net_minor -= amount
     known.keys.add(key)
+
+
+def _final_outcome(event: OrderRefunded, known: OrderLedger) -> str | None:
+    """Why a refund reverses nothing because the donation is final, or None if it may."""
+    if known.available_on is not None and not refund_in_window(
+        event.occurred_at, known.available_on
+    ):
+        return "after_window"
+    if known.posted:  # a refund from inside the window that came after the posting
+        return "after_posting"
+    return None

@@ -12,7 +12,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal, NamedTuple
 
@@ -176,3 +176,20 @@ def entry_id(order_id: str, event_key: str) -> str:
     the same id as the first delivery. MD5 only as a cheap, stable 128-bit digest."""
     h = hashlib.md5(f"{order_id}\x00{event_key}".encode(), usedforsecurity=False).hexdigest()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# --- the return window -------------------------------------------------------------------
+
+DEFAULT_RETURN_WINDOW = timedelta(days=7)
+
+
+def available_on(completed_at: datetime, window: timedelta) -> datetime:
+    """When an order's donation leaves its return window: the window runs from the
+    order's ``completed_at`` (the event's), never from when the event was processed."""
+    return completed_at + window
+
+
+def refund_in_window(refund_occurred_at: datetime, order_available_on: datetime) -> bool:
+    """Whether a refund can still reverse: it happened before ``available_on``. A refund
+    at or after it reverses nothing (the donation is final)."""
+    return refund_occurred_at < order_available_on

@@ -69,6 +69,7 @@ class ReceiptEntryOut(BaseModel):
     rule_version: int | None
     campaign_id: str | None
     recorded_at: datetime
+    available_on: datetime | None  # accruals: when the return window closes
 
 
 class ReceiptOut(BaseModel):
@@ -80,6 +81,11 @@ class ReceiptOut(BaseModel):
     currency: str
     net_minor: int
     matched_minor: int
+    # pending until the posting is recorded (after available_on), then posted
+    status: Literal["pending", "posted"]
+    available_on: datetime | None
+    # available_on has passed: no refund can reverse this donation any more
+    final: bool
     entries: list[ReceiptEntryOut]
 
 
@@ -147,3 +153,19 @@ class CampaignOut(BaseModel):
 class CampaignsOut(BaseModel):
     items: list[CampaignOut]
     next_cursor: str | None
+
+
+class OrderProofEntryOut(BaseModel):
+    entry_id: uuid.UUID
+    leaf_index: int
+    leaf_b64: str
+    inclusion_proof: list[str]
+
+
+class OrderProofOut(BaseModel):
+    """An order's log entries, each with its inclusion proof against ``checkpoint``."""
+
+    order_id: str
+    order_salt: str
+    checkpoint: str
+    entries: list[OrderProofEntryOut]

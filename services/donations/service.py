@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from services.donations import repository
 from services.donations.charities import CharitiesClient, CharitiesUnavailable, ProjectInfo
+from services.donations.log import LEDGER_TABLE
 from services.donations.matching import Campaign, campaign_status
 from services.donations.rules import RuleVersion
 from services.donations.schemas import (
@@ -21,6 +22,8 @@ from services.donations.schemas import (
     CampaignOut,
     CampaignsOut,
     CurrencyTotalOut,
+    OrderProofEntryOut,
+    OrderProofOut,
     PerItem,
     ReceiptEntryOut,
     ReceiptOut,
@@ -32,8 +35,13 @@ from services.donations.schemas import (
 )
 from shared.auth import Principal, ensure_seller
 from shared.db import Pool
+from shared.observability import get_logger
 from shared.pagination import InvalidCursor, decode_cursor, encode_cursor, split_page
 from shared.problems import Conflict, Invalid, NotFound, Unavailable
+from shared.tlog import store
+from shared.tlog.api import LogReader, b64
+
+log = get_logger(__name__)
 
 _NEWEST = 2**31 - 1  # a rule version above every real one: the first page of versions
 
@@ -55,6 +63,19 @@ class CampaignNotFound(NotFound):
 
 class CampaignConflict(Conflict):
     title = "Campaign exists with other terms"
+
+
+class ProofNotReady(Unavailable):
+    """The order has entries the served checkpoint does not cover yet (503, retry in 1 s:
+    the sequencer signs a checkpoint within a second of new entries)."""
+
+    title = "Donation not in the log yet"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            f"the donation of order {order_id!r} is not in the log's checkpoint yet",
+            retry_after=1,
+        )
 
 
 class ProjectCheckUnavailable(Unavailable):
@@ -88,6 +109,8 @@ def rule_errors(body: RuleIn) -> list[tuple[str, str]]:
     if body.mode == "fixed":
         if body.amount_minor is None:
             error("amount_minor", "required when mode is 'fixed' (0 for an item-only rule)")
+        elif body.amount_minor < 0:  # 0: an item-only rule, no order amount
+            error("amount_minor", "must not be negative")
         for name in ("basis_points", "min_minor", "max_minor"):
             if getattr(body, name) is not None:
                 error(name, "not allowed when mode is 'fixed'")
@@ -210,9 +233,10 @@ class DonationService:
     """Seller rules and ledger reads, over this service's pool; rule changes check their
     project with the charities service first."""
 
-    def __init__(self, pool: Pool, charities: CharitiesClient) -> None:
+    def __init__(self, pool: Pool, charities: CharitiesClient, log: LogReader) -> None:
         self._pool = pool
         self._charities = charities
+        self._log = log
 
     async def set_rule(self, principal: Principal, seller_id: str, body: RuleIn) -> RuleOut:
         """Records ``body`` as the seller's next rule version, effective from now (database
@@ -253,8 +277,11 @@ class DonationService:
         try:
             project = await self._charities.project(project_id)
         except CharitiesUnavailable as exc:
+            # The reason (hosts, ports, exception text) goes to the log, not to the client.
+            log.warning("project check failed", project_id=str(project_id), error=str(exc))
             raise ProjectCheckUnavailable(
-                f"could not check project {project_id} with the charities service: {exc}"
+                "the charities service could not be asked whether the project exists; "
+                "nothing was recorded, try again later"
             ) from exc
         if project is None:
             raise Invalid([("project_id", f"project {project_id} does not exist")])
@@ -314,14 +341,16 @@ class DonationService:
             ],
             next_cursor=encode_cursor(page[-1]["seq"]) if more else None,
             totals=[
-                CurrencyTotalOut(currency=t["currency"], net_minor=t["net_minor"]) for t in totals
+                CurrencyTotalOut(currency=t["currency"], net_minor=int(t["net_minor"]))
+                for t in totals
             ],
         )
 
     async def receipt(self, order_id: str) -> ReceiptOut:
         """The public receipt of the donation an order made."""
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             rows = await repository.order_entries(conn, order_id)
+            posting = await repository.order_posting(conn, order_id) if rows else None
         if not rows:
             raise DonationNotFound(order_id)
         first = rows[0]
@@ -329,6 +358,9 @@ class DonationService:
         net = sum(sign.get(r["kind"], 0) * r["amount_minor"] for r in rows)
         match_sign = {"match": 1, "match_reversal": -1}
         matched = sum(match_sign.get(r["kind"], 0) * r["amount_minor"] for r in rows)
+        available_on = max(
+            (r["available_on"] for r in rows if r["available_on"] is not None), default=None
+        )
         return ReceiptOut(
             order_id=order_id,
             seller_id=first["seller_id"],
@@ -336,6 +368,10 @@ class DonationService:
             currency=first["currency"],
             net_minor=net,
             matched_minor=matched,
+            status="posted" if posting is not None else "pending",
+            available_on=available_on,
+            final=posting is not None
+            or (available_on is not None and available_on <= datetime.now(UTC)),
             entries=[
                 ReceiptEntryOut(
                     entry_id=r["entry_id"],
@@ -344,6 +380,7 @@ class DonationService:
                     rule_version=r["rule_version"],
                     campaign_id=r["campaign_id"],
                     recorded_at=r["recorded_at"],
+                    available_on=r["available_on"],
                 )
                 for r in rows
             ],
@@ -431,3 +468,35 @@ class DonationService:
         if closed is None:
             raise CampaignNotFound(campaign_id)
         return _campaign_out(closed, datetime.now(UTC))
+
+    async def order_proof(self, order_id: str) -> OrderProofOut:
+        """Every log entry of the order, each with its inclusion proof against one signed
+        checkpoint: 404 if the order has no entry, 503 (Retry-After) while any of its
+        entries is not covered by the served checkpoint yet."""
+        checkpoint = await self._log.checkpoint()
+        async with self._pool.acquire() as conn:
+            records = await repository.order_log_records(conn, order_id)
+            if not records:
+                raise DonationNotFound(order_id)
+            keys = [str(r["seq"]) for r in records]
+            leaves = await store.record_leaves(conn, LEDGER_TABLE, keys)
+            if records[0]["salt"] is None or any(
+                k not in leaves or leaves[k][0] >= checkpoint.size for k in keys
+            ):
+                raise ProofNotReady(order_id)
+            indexes = [leaves[k][0] for k in keys]
+            proofs = await self._log.inclusion_proofs(conn, checkpoint.size, indexes)
+        return OrderProofOut(
+            order_id=order_id,
+            order_salt=bytes(records[0]["salt"]).hex(),
+            checkpoint=checkpoint.note.decode("utf-8"),
+            entries=[
+                OrderProofEntryOut(
+                    entry_id=r["entry_id"],
+                    leaf_index=leaves[k][0],
+                    leaf_b64=b64(leaves[k][1]),
+                    inclusion_proof=[b64(h) for h in proof],
+                )
+                for r, k, proof in zip(records, keys, proofs, strict=True)
+            ],
+        )

@@ -155,11 +155,13 @@ async def mark_cancelled(conn: Conn, order_id: str, cancelled_at: datetime) -> N
     )
 
 
-async def get_refund(conn: Conn, refund_id: str) -> asyncpg.Record | None:
+async def get_refund(conn: Conn, order_id: str, refund_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT r.refund_id, r.order_id, r.amount_minor, r.refunded_total_minor, "
         "r.request_hash, r.created_at, o.total_minor, o.currency "
-        "FROM order_refund r JOIN sales_order o USING (order_id) WHERE r.refund_id = $1",
+        "FROM order_refund r JOIN sales_order o USING (order_id) "
+        "WHERE r.order_id = $1 AND r.refund_id = $2",
+        order_id,
         refund_id,
     )
     return row

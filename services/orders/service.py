@@ -43,7 +43,12 @@ class OrderNotFound(NotFound):
 
 
 class IdempotencyConflict(Conflict):
-    """The same order_id / refund_id was used before with a different request."""
+    """The same order_id / refund_id was used before with a different request.
+
+    The detail names only what the client sent: never another tenant's order, seller or
+    amount (an order_id is platform-wide, so a storefront can learn that an id is taken,
+    and nothing else about it).
+    """
 
 
 class InvalidOrder(Invalid):
@@ -200,11 +205,13 @@ class OrderService:
                 return Stored(_new_order_out(new, order), created=True)
             row = await repo.get_order(conn, new.order_id)
         assert row is not None  # orders are never deleted
+        # The hash covers seller_id: a match is this tenant's own earlier request. Another
+        # seller's order with this id gets the same answer as a changed body of one's own.
         if bytes(row["request_hash"]) != new.request_hash:
             OUTCOMES.labels("create", "conflict").inc()
             raise IdempotencyConflict(
-                f"order {new.order_id!r} exists with a different body; "
-                "an order_id can be posted only with the same content again"
+                f"order_id {new.order_id!r} is taken by an earlier request with a different "
+                "body; an order_id can be posted again only with the same content"
             )
         OUTCOMES.labels("create", "duplicate").inc()
         return Stored(order_out(row), created=False)
@@ -260,10 +267,7 @@ class OrderService:
     async def get(self, order_id: str, principal: Principal) -> OrderOut:
         async with self._pool.acquire() as conn:
             row = await repo.get_order(conn, order_id)
-        if row is None:
-            raise OrderNotFound(order_id)
-        ensure_seller(principal, row["seller_id"])
-        return order_out(row)
+        return order_out(_visible(row, order_id, principal))
 
     async def complete(
         self, order_id: str, principal: Principal, completed_at: datetime | None
@@ -328,26 +332,17 @@ class OrderService:
     async def refund(
         self, order_id: str, principal: Principal, request: RefundIn
     ) -> Stored[RefundOut]:
-        try:
-            return await self._refund(order_id, principal, request)
-        except asyncpg.UniqueViolationError:
-            # The same refund_id raced in on another order: run again to see it and answer.
-            return await self._refund(order_id, principal, request)
-
-    async def _refund(
-        self, order_id: str, principal: Principal, request: RefundIn
-    ) -> Stored[RefundOut]:
+        """Refund ids are scoped to the order (the order's row lock serialises them)."""
         fingerprint = domain.request_hash({"order_id": order_id, **request.model_dump()})
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, order_id, principal)
-            previous = await repo.get_refund(conn, request.refund_id)
+            previous = await repo.get_refund(conn, order_id, request.refund_id)
             if previous is not None:
                 if bytes(previous["request_hash"]) != fingerprint:
                     OUTCOMES.labels("refund", "conflict").inc()
                     raise IdempotencyConflict(
-                        f"refund {request.refund_id!r} exists with a different body "
-                        f"(order {previous['order_id']!r}, amount_minor "
-                        f"{previous['amount_minor']})"
+                        f"refund {request.refund_id!r} of this order exists with a different "
+                        "body; a refund_id can be posted again only with the same content"
                     )
                 OUTCOMES.labels("refund", "duplicate").inc()
                 return Stored(_refund_out(previous), created=False)
@@ -399,10 +394,15 @@ class OrderService:
 
     async def _locked(self, conn: Conn, order_id: str, principal: Principal) -> asyncpg.Record:
         row = await repo.get_order(conn, order_id, for_update=True)
-        if row is None:
-            raise OrderNotFound(order_id)
-        ensure_seller(principal, row["seller_id"])
-        return row
+        return _visible(row, order_id, principal)
+
+
+def _visible(row: asyncpg.Record | None, order_id: str, principal: Principal) -> asyncpg.Record:
+    """The order if this principal may see it. Another tenant's order is answered exactly
+    like an unknown id (404): a 403 would confirm that the id exists and whose it is."""
+    if row is None or not principal.may_act_for(row["seller_id"]):
+        raise OrderNotFound(order_id)
+    return row
 
 
 def _refund_out(row: asyncpg.Record) -> RefundOut:

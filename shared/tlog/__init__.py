@@ -1,6 +1,10 @@
 """Transparency-log kit: RFC 9162 Merkle trees, proofs, tiles, signed checkpoints.
 
-Pure functions, no I/O; storage and serving live in the services. What is guaranteed:
+``hashing``, ``proofs``, ``tiles``, ``note`` and ``checkpoint`` are pure functions, no I/O.
+``store`` (the log's tables and SQL), ``sequencer`` (the worker that appends and signs),
+``api`` (reads and the ``/v1/log`` endpoints) and ``signing`` (the key) run a log in a
+service, which adds only its leaf formats (a ``LeafSource`` per record table). What is
+guaranteed:
 
 - Hashes are RFC 9162's: leaf SHA-256(0x00 || leaf), node SHA-256(0x01 || left ||
   right), the empty tree's root SHA-256(""). Roots, inclusion and consistency proofs

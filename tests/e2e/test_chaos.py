@@ -5,22 +5,19 @@ then the pipeline must drain to totals that equal the independently computed one
 clean reconciliation: no donation lost, none doubled.
 
 The broker and the cluster it restarts are its own: a private Kafka and a private
-PostgreSQL cluster on free ports with data under test-artifacts/, started by
-deploy/kafka/kafka.sh and deploy/postgres/pg.sh and removed afterwards. The servers the
-rest of the suite and ``make run`` use stay up, and the test checks that they did.
+PostgreSQL cluster on free ports with data under test-artifacts/ (tests/servers.py),
+started by deploy/kafka/kafka.sh and deploy/postgres/pg.sh and removed afterwards. The
+servers the rest of the suite and ``make run`` use stay up, and the test checks that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -28,94 +25,21 @@ import pytest
 
 from shared.settings import CommonSettings
 from tests.e2e.conftest import ROOT, start_service, wait_ready
+from tests.servers import PrivateServers, start_private_servers
 from tests.support import free_port, report
 from tools import reconcile, simulate
 
 ORDERS = 2400
 RATE = 60.0  # orders per second
-SCRIPT_SECONDS = 120  # each kafka.sh / pg.sh call; they give up after 30 s and 60 s
 TEST_SECONDS = 900  # the whole run, faults and drain included
 SERVICES = ("orders", "donations", "charities")
 
 
-@dataclass(frozen=True)
-class PrivateServers:
-    """A Kafka broker and a PostgreSQL cluster that only this test uses."""
-
-    folder: Path
-    env: dict[str, str]  # for the scripts and the service processes
-    settings: CommonSettings
-
-    async def run(self, script: str, action: str) -> None:
-        # Every call names the private folders, so no call can reach the shared servers.
-        assert self.env["GFG_KAFKA_VAR"].startswith(str(self.folder))
-        assert self.env["GFG_PG_VAR"].startswith(str(self.folder))
-        process = await asyncio.create_subprocess_exec(script, action, cwd=ROOT, env=self.env)
-        try:
-            code = await asyncio.wait_for(process.wait(), SCRIPT_SECONDS)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise
-        assert code == 0, f"{script} {action} failed with {code}"
-
-    async def kafka(self, action: str) -> None:
-        await self.run("deploy/kafka/kafka.sh", action)
-
-    async def postgres(self, action: str) -> None:
-        await self.run("deploy/postgres/pg.sh", action)
-
-
 @pytest.fixture
 async def private_servers() -> AsyncIterator[PrivateServers]:
-    folder = make_folder()
-    kafka_port, controller_port, pg_port = free_port(), free_port(), free_port()
-    dbs = [os.environ[f"GFG_{name.upper()}_DB"] for name in SERVICES]
-    env = dict(
-        os.environ,
-        GFG_KAFKA_VAR=str(folder / "kafka"),
-        GFG_KAFKA_PORT=str(kafka_port),
-        GFG_KAFKA_CONTROLLER_PORT=str(controller_port),
-        GFG_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka_port}",
-        GFG_PG_VAR=str(folder / "pg"),
-        GFG_PG_PORT=str(pg_port),
-        GFG_PG_DATABASES=" ".join(dbs),
-    )
-    servers = PrivateServers(
-        folder, env, CommonSettings(pg_port=pg_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}")
-    )
-    try:
-        await servers.postgres("start")
-        await servers.kafka("start")
-        yield servers
-    finally:
-        try:
-            await servers.kafka("stop")
-        finally:
-            try:
-                await servers.postgres("stop")
-            finally:
-                keep_logs_and_remove(folder)
-
-
-def make_folder() -> Path:
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="chaos-servers-", dir=artifacts))
-    folder.chmod(0o755)  # the cluster runs as the OS user gfg, who must enter it
-    return folder
-
-
-def keep_logs_and_remove(folder: Path) -> None:
-    logs = folder.parent / "chaos-logs"
-    logs.mkdir(exist_ok=True)
-    pg = (folder / "pg").resolve()  # somewhere in /var/tmp if gfg could not enter folder
-    for log in (folder / "kafka" / "kafka.log", pg / "postgres.log"):
-        if log.exists():
-            shutil.copyfile(log, logs / f"private-{log.name}")
-    if pg != folder / "pg":
-        shutil.rmtree(pg, ignore_errors=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    databases = [os.environ[f"GFG_{name.upper()}_DB"] for name in SERVICES]
+    async with start_private_servers(databases) as private:
+        yield private
 
 
 def listener_pid(port: int) -> int:

@@ -149,7 +149,7 @@ async def test_a_database_migrated_when_0001_held_the_outbox_still_migrates(
     await scratch_schema.execute(
         "UPDATE schema_migration SET checksum = $1 WHERE version = 1", earlier
     )
-    # (later migrations stay recorded: they are not idempotent, and only 0002 is in question)
+    # Such a database lacks 0002 only; later files (0010, ...) are on top of both.
     await scratch_schema.execute("DELETE FROM schema_migration WHERE version = 2")
 
     assert await apply_migrations(scratch_schema, directory) == ["0002_outbox"]

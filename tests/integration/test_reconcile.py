@@ -66,8 +66,8 @@ async def test_reconcile_names_a_missing_donation_and_a_total_that_lags(
         )
         lagging = await reconcile(common_settings, DBS, prefix)
         assert lagging.differences == [
-            f"project {project_id}: ledger (donated, reversed, donations, sellers) = "
-            "(7, 0, 1, 1), charities totals = (0, 0, 0, 0)"
+            f"project {project_id}: ledger (donated, reversed, matched, donations, sellers) = "
+            "(7, 0, 0, 1, 1), charities totals = (0, 0, 0, 0, 0)"
         ]
     finally:
         await orders.close()

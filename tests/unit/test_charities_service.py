@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import orjson
 import pytest
@@ -37,26 +36,52 @@ def _record(value: bytes | None, offset: int = 0) -> ConsumerRecord:
     )
 
 
-def _event(
-    kind: Literal["accrual", "reversal"] = "accrual",
-    amount: int = 5,
-    entry_id: uuid.UUID | None = None,
-) -> bytes:
-    return encode(
+def _event(kind: str = "accrual", amount: int = 5, entry_id: uuid.UUID | None = None) -> bytes:
+    """A ``donation.recorded`` event; matches carry a campaign and no rule version."""
+    is_match = kind.startswith("match")
+    return orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "donation.recorded",
+            "schema_version": 1,
+            "occurred_at": "2031-01-01T00:00:00Z",
+            "entry": {
+                "entry_id": str(entry_id or uuid.uuid4()),
+                "order_id": "o-1",
+                "seller_id": "s-1",
+                "project_id": str(uuid.uuid4()),
+                "kind": kind,
+                "amount_minor": amount,
+                "currency": "CNY",
+                "rule_version": None if is_match else 1,
+                "campaign_id": "camp-1" if is_match else None,
+                "recorded_at": "2031-01-01T00:00:00Z",
+            },
+        }
+    )
+
+
+def test_the_shared_entry_model_parses_like_the_test_events() -> None:
+    """The hand-built events above have the wire shape of the shared model's events."""
+    entry_id = uuid.uuid4()
+    shared = encode(
         DonationRecorded(
             entry=LedgerEntry(
-                entry_id=entry_id or uuid.uuid4(),
+                entry_id=entry_id,
                 order_id="o-1",
                 seller_id="s-1",
                 project_id=uuid.uuid4(),
-                kind=kind,
-                amount_minor=amount,
+                kind="accrual",
+                amount_minor=5,
                 currency="CNY",
                 rule_version=1,
                 recorded_at=datetime(2031, 1, 1, tzinfo=UTC),
             )
         )
     )
+    parsed = parse_ledger([_record(shared), _record(_event("accrual", 5))])
+    assert list(parsed.entries.kind) == ["accrual", "accrual"]
+    assert parsed.entries.entry_id[0] == entry_id
 
 
 def test_parse_ledger_sorts_entries_dead_letters_and_skips() -> None:
@@ -81,12 +106,16 @@ def test_parse_ledger_sorts_entries_dead_letters_and_skips() -> None:
         _record(bad_entry, 5),
         _record(None, 6),
         _record(b"[1, 2]", 7),
+        _record(_event("match", 4), 8),
+        _record(_event("match_reversal", 2), 9),
+        _record(_event("bonus", 9), 10),
     ]
     parsed = parse_ledger(records)
-    assert list(parsed.entries.amount_minor) == [7, 3]
-    assert list(parsed.entries.is_accrual) == [True, False]
+    assert list(parsed.entries.amount_minor) == [7, 3, 4, 2]
+    assert list(parsed.entries.kind) == ["accrual", "reversal", "match", "match_reversal"]
     assert parsed.entries.entry_id[0] == duplicate
     assert parsed.skipped == 1
+    assert parsed.unknown_kinds == 1
     assert parsed.duplicates == 1
     assert [d.record.offset for d in parsed.dead] == [1, 5, 6, 7]
     assert all(d.reason for d in parsed.dead)
@@ -94,13 +123,16 @@ def test_parse_ledger_sorts_entries_dead_letters_and_skips() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["accrual", "reversal"]), st.integers(0, 10**12)),
+        st.tuples(
+            st.sampled_from(["accrual", "reversal", "match", "match_reversal"]),
+            st.integers(0, 10**12),
+        ),
         max_size=30,
     ),
     st.integers(0, 3),
 )
 def test_parse_ledger_keeps_every_distinct_entry_once(
-    entries: list[tuple[Literal["accrual", "reversal"], int]], repeats: int
+    entries: list[tuple[str, int]], repeats: int
 ) -> None:
     ids = [uuid.uuid4() for _ in entries]
     raw = [_event(kind, amount, i) for (kind, amount), i in zip(entries, ids, strict=True)]
@@ -109,9 +141,10 @@ def test_parse_ledger_keeps_every_distinct_entry_once(
     assert list(parsed.entries.entry_id) == ids
     assert sum(
         a
-        for a, accrual in zip(parsed.entries.amount_minor, parsed.entries.is_accrual, strict=True)
-        if accrual
-    ) == sum(a for k, a in entries if k == "accrual")
+        for a, kind in zip(parsed.entries.amount_minor, parsed.entries.kind, strict=True)
+        if kind == "match"
+    ) == sum(a for k, a in entries if k == "match")
+    assert list(parsed.entries.kind) == [k for k, _ in entries]
     assert parsed.duplicates == len(entries) * repeats
     assert parsed.dead == []
 

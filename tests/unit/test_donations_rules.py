@@ -273,6 +273,7 @@ def refunded(order_id: str, refund_id: str, total: int, refunded_total: int) -> 
         total_minor=total,
         currency="CNY",
         placed_at=EPOCH,
+        occurred_at=EPOCH,  # inside the return window
     )
 
 

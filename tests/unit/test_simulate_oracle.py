@@ -206,6 +206,7 @@ def service_net(
                 total_minor=total,
                 currency=currency,
                 placed_at=placed_at,
+                occurred_at=placed_at,  # inside the return window
             )
         )
         previous = refunded_total

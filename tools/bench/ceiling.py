@@ -1,15 +1,21 @@
-"""What this machine can do without our services: raw aiokafka and raw asyncpg COPY.
+"""What this machine can do without our services: the broker, raw aiokafka, raw COPY.
 
-Both use the same data as the pipeline benchmark (``order.completed`` events and order
-rows), so ``pipeline.orders_per_s`` can be read against them.
+``kafka_broker_events_per_s`` is the broker's own ceiling, measured with Kafka's
+``ProducerPerformance`` and ``ConsumerPerformance`` tools from the broker jars (the JVM
+clients, acks=all and idempotence as our producer), with records the size of our
+``order.completed`` events. The aiokafka figure is what a Python process gets from the
+same broker, and the COPY figure what PostgreSQL takes in; all use the same data as the
+pipeline benchmark, so ``pipeline.orders_per_s`` can be read against them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
@@ -20,6 +26,8 @@ from shared.settings import CommonSettings
 from tools.bench import Figure, ensure_database
 
 EVENTS = 200_000
+BROKER_EVENTS = 500_000
+KAFKA_LIBS = Path(__file__).parents[2] / "deploy" / "kafka" / "libs"
 ROWS = 200_000
 BENCH_DB = "ceiling_bench"
 
@@ -47,7 +55,13 @@ def completed_events(n: int) -> list[tuple[bytes, bytes]]:
 async def kafka_events_per_s(settings: CommonSettings, n: int = EVENTS) -> float:
     """Produce ``n`` events and consume them back concurrently: first send to last receipt."""
     topic = f"bench.ceiling.{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     payloads = await asyncio.to_thread(completed_events, n)
     producer = make_producer(settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(
@@ -83,6 +97,75 @@ async def kafka_events_per_s(settings: CommonSettings, n: int = EVENTS) -> float
         await producer.stop()
 
 
+async def _kafka_tool(tool: str, *args: str) -> str:
+    """Runs one of Kafka's tools (``org.apache.kafka.tools.<tool>``); its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        "java", "-Xmx1g", "-cp", f"{KAFKA_LIBS}/*", f"org.apache.kafka.tools.{tool}", *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"{tool} exited {process.returncode}: {err.decode()[-500:]}")
+    return out.decode()
+
+
+def producer_rate(output: str) -> float:
+    """Records/s from ProducerPerformance's summary line (the last with 'records sent')."""
+    lines = [line for line in output.splitlines() if "records sent" in line]
+    match = re.search(r"records sent, ([0-9.]+) records/sec", lines[-1]) if lines else None
+    if match is None:
+        raise ValueError(f"no ProducerPerformance summary in: {output[-300:]!r}")
+    return float(match.group(1))
+
+
+def consumer_rate(output: str) -> float:
+    """Messages/s (``nMsg.sec``) from ConsumerPerformance's CSV-like report."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    header = next((i for i, line in enumerate(lines) if "nMsg.sec" in line), None)
+    if header is None or header + 1 >= len(lines):
+        raise ValueError(f"no ConsumerPerformance report in: {output[-300:]!r}")
+    names = [name.strip() for name in lines[header].split(",")]
+    values = [value.strip() for value in lines[header + 1].split(",")]
+    return float(values[names.index("nMsg.sec")])
+
+
+async def kafka_broker_events_per_s(
+    settings: CommonSettings, n: int = BROKER_EVENTS
+) -> tuple[float, float]:
+    """The broker's produce and consume rates, measured by Kafka's own JVM tools."""
+    topic = f"bench.broker.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
+    record_size = len(completed_events(1)[0][1])
+    produced = producer_rate(
+        await _kafka_tool(
+            "ProducerPerformance",
+            "--topic", topic,
+            "--num-records", str(n),
+            "--record-size", str(record_size),
+            "--throughput", "-1",
+            "--producer-props", f"bootstrap.servers={settings.kafka_bootstrap}",
+            "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=262144",
+        )
+    )  # fmt: skip
+    consumed = consumer_rate(
+        await _kafka_tool(
+            "ConsumerPerformance",
+            "--bootstrap-server", settings.kafka_bootstrap,
+            "--topic", topic,
+            "--messages", str(n),
+            "--timeout", "60000",
+        )
+    )  # fmt: skip
+    return produced, consumed
+
+
 async def pg_copy_rows_per_s(settings: CommonSettings, n: int = ROWS) -> float:
     """COPY ``n`` order rows (the orders table's columns) into a fresh table."""
     await ensure_database(settings, BENCH_DB)
@@ -113,9 +196,15 @@ async def pg_copy_rows_per_s(settings: CommonSettings, n: int = ROWS) -> float:
 
 async def run() -> list[Figure]:
     settings = CommonSettings(topic_prefix="bench.")
+    broker_produce, broker_consume = await kafka_broker_events_per_s(settings)
     kafka = await kafka_events_per_s(settings)
     copy = await pg_copy_rows_per_s(settings)
     return [
+        Figure("ceiling.kafka_broker_produce_events_per_s", broker_produce, "events/s"),
+        Figure("ceiling.kafka_broker_consume_events_per_s", broker_consume, "events/s"),
+        Figure(
+            "ceiling.kafka_broker_events_per_s", min(broker_produce, broker_consume), "events/s"
+        ),
         Figure("ceiling.kafka_events_per_s", kafka, "events/s"),
         Figure("ceiling.pg_copy_rows_per_s", copy, "rows/s"),
         Figure("ceiling.orders_per_s", min(kafka, copy), "orders/s"),

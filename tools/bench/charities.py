@@ -132,7 +132,13 @@ async def _start_group_at_end(settings: Settings, topic: str, group: str) -> Non
 
 async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure]:
     topic = settings.topic(TOPIC_LEDGER)
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     projects = await _projects(pool)
     before = {
         r["project_id"]: r["net"]

@@ -78,7 +78,7 @@ async def _prepare_database(settings: Settings) -> None:
     await migrate(settings.dsn(DATABASE), MIGRATIONS)
     conn = await asyncpg.connect(settings.dsn(DATABASE))
     try:
-        await conn.execute("TRUNCATE ledger_entry, outbox, donation_rule, campaign")
+        await conn.execute("TRUNCATE ledger_entry, log_pending, outbox, donation_rule, campaign")
         rng = random.Random(11)
         rows = []
         for n in range(SELLERS):
@@ -271,7 +271,13 @@ async def run() -> list[Figure]:
     settings = _settings()
     await _prepare_database(settings)
     topic = settings.topic(TOPIC)
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     run_id = uuid.uuid4().hex[:8]
     fast_group, naive_group = f"bench.donations.fast.{run_id}", f"bench.donations.naive.{run_id}"
     await _group_at_end(settings, topic, fast_group)

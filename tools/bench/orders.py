@@ -247,7 +247,13 @@ async def _bench_batch(url: str, headers: dict[str, str], run: str) -> list[Figu
 
 async def _bench_relay(settings: Settings, dsn: str) -> list[Figure]:
     topic = settings.topic(TOPIC_ORDERS)
-    await ensure_topics(settings.kafka_bootstrap, [topic], settings.topic_partitions)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [topic],
+        settings.topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        min_insync=settings.kafka_min_insync,
+    )
     pool = await create_pool(dsn, max_size=4)
     producer = make_producer(settings.kafka_bootstrap)
     await producer.start()

@@ -1,16 +1,21 @@
 // Live dashboard: polls GET /v1/totals every second with If-None-Match (a 304 costs the
 // service almost nothing) and updates the page in place; no framework, no build step.
+// The selected project's matching campaigns come from GET /v1/projects/{id}/campaigns
+// (this service relays the donations service's answer) every few seconds and whenever
+// the project's matched money changes.
 // Amounts and counts are BigInt from parse to display: JSON numbers above 2^53 would lose
 // digits as doubles, so the JSON is parsed with a reviver that reads each one's source text.
 "use strict";
 
 const POLL_MS = 1000;
+const CAMPAIGNS_MS = 5000;
 const DAYS = 30;
 // ISO 4217 minor-unit exponents that differ from 2 (shared/money.py).
 const EXPONENT = { JPY: 0, KRW: 0, VND: 0, KWD: 3, BHD: 3, OMR: 3, JOD: 3, TND: 3 };
 
 const state = {
   etag: null, items: [], selected: null, daily: { key: null, etag: null }, chart: null,
+  campaigns: { projectId: null, matched: null, etag: null, at: 0 },
 };
 const $ = (id) => document.getElementById(id);
 
@@ -82,7 +87,8 @@ function newRow(item) {
   row.append(
     cell("charity", "Charity"),
     cell("project", "Project"),
-    cell("num net", "Net raised"),
+    cell("num net", "Net raised", [el("span", { className: "amount" }),
+                                   el("div", { className: "matched" })]),
     cell("goal", "Goal", [el("div", { className: "goal-box" },
                              [bar, el("div", { className: "bar-label" })])]),
     cell("num donations", "Donations"),
@@ -98,7 +104,10 @@ function updateRow(row, item) {
   let changed = false;
   setText(q(".charity"), item.charity_name ?? "—");
   setText(q(".project"), item.name ?? `${item.project_id} (not in registry)`);
-  changed = setText(q(".net"), formatMinor(item.net_minor, item.currency)) || changed;
+  changed = setText(q(".net .amount"), formatMinor(item.net_minor, item.currency)) || changed;
+  const matched = item.matched_minor ?? 0n;
+  setText(q(".net .matched"),
+          matched === 0n ? "" : `incl. ${formatMinor(matched, item.currency)} matched`);
   changed = setText(q(".donations"), item.donation_count.toLocaleString("en")) || changed;
   changed = setText(q(".sellers"), item.seller_count.toLocaleString("en")) || changed;
   const fill = q(".fill");
@@ -144,13 +153,18 @@ function render(items, firstRender) {
 
 function renderSummary(items) {
   const byCurrency = new Map();
+  const matchedBy = new Map();
   let donations = 0n;
   for (const item of items) {
     byCurrency.set(item.currency, (byCurrency.get(item.currency) ?? 0n) + item.net_minor);
+    matchedBy.set(item.currency, (matchedBy.get(item.currency) ?? 0n) +
+                                 (item.matched_minor ?? 0n));
     donations += item.donation_count;
   }
   const cards = [
     ...[...byCurrency].map(([currency, net]) => ["Net raised", formatMinor(net, currency)]),
+    ...[...matchedBy].filter(([, matched]) => matched !== 0n)
+      .map(([currency, matched]) => ["Matched by sponsors", formatMinor(matched, currency)]),
     ["Donations", donations.toLocaleString("en")],
     ["Projects", items.filter((i) => i.status).length.toLocaleString("en")],
   ];
@@ -185,9 +199,11 @@ async function poll() {
       }
       render(body.items, first);
       await refreshChart(false);
+      await refreshCampaigns(false);
       setStatus(true, `live · updated ${new Date(body.as_of).toLocaleTimeString()}`);
     } else if (response.status === 304) {
       setStatus(true, `live · ${state.items.length} projects`);
+      await refreshCampaigns(false);
     } else {
       setStatus(false, `totals unavailable (HTTP ${response.status})`);
     }
@@ -204,6 +220,7 @@ function select(projectId) {
     row.classList.toggle("selected", row.dataset.projectId === projectId);
   }
   refreshChart(true);
+  refreshCampaigns(true).catch(() => {}); // the next poll asks again
 }
 
 function isoDay(date) {
@@ -229,6 +246,61 @@ async function refreshChart(force) {
   $("chart-panel").hidden = false;
   setText($("chart-title"), `Daily donations: ${item.name ?? item.project_id}`);
   drawChart(days, from, item.currency);
+}
+
+// The selected project's campaigns: asked again when the selection or its matched money
+// changes, and every CAMPAIGNS_MS (remaining budgets move with other projects' orders
+// too). Only registered projects have campaigns to ask about.
+async function refreshCampaigns(force) {
+  const item = state.items.find((i) => i.project_id === state.selected);
+  const box = $("campaigns");
+  if (!item || !item.status) {
+    box.hidden = true;
+    return;
+  }
+  const seen = state.campaigns;
+  const due = force || seen.projectId !== item.project_id || seen.matched !== item.matched_minor
+    || Date.now() - seen.at >= CAMPAIGNS_MS;
+  if (!due) return;
+  if (seen.projectId !== item.project_id) seen.etag = null;
+  Object.assign(seen, { projectId: item.project_id, matched: item.matched_minor, at: Date.now() });
+  const headers = seen.etag ? { "If-None-Match": seen.etag } : {};
+  const response = await fetch(`/v1/projects/${item.project_id}/campaigns`,
+                               { cache: "no-store", headers });
+  if (response.status !== 200 || state.selected !== item.project_id) return;
+  seen.etag = response.headers.get("ETag");
+  renderCampaigns(await readJson(response));
+}
+
+function renderCampaigns(body) {
+  const active = body.items.filter((c) => c.status === "active");
+  const rows = active.map((c) => {
+    const bar = el("div", { className: "bar" }, [el("div", { className: "fill" })]);
+    const tenths = c.budget_minor > 0n ? goalTenths(c.remaining_minor, c.budget_minor) : 0n;
+    bar.firstChild.style.width = `${tenths / 10n}.${tenths % 10n}%`;
+    const li = el("li", {}, [
+      el("div", { className: "head" }, [
+        el("span", { className: "sponsor", textContent: c.sponsor }),
+        el("span", { className: "remaining",
+          textContent: `${formatMinor(c.remaining_minor, c.currency)} left of ` +
+                       formatMinor(c.budget_minor, c.currency) }),
+      ]),
+      bar,
+    ]);
+    li.dataset.campaignId = c.campaign_id;
+    li.dataset.remaining = c.remaining_minor;
+    return li;
+  });
+  $("campaign-list").replaceChildren(...rows);
+  const others = body.items.length - active.length;
+  let note = "";
+  if (body.source === "unavailable") note = "Campaigns are unavailable right now.";
+  else if (body.source === "stale") {
+    note = `As of ${new Date(body.fetched_at).toLocaleTimeString()} (donations not answering).`;
+  } else if (!active.length) note = "No active matching campaign.";
+  if (others > 0) note += `${note ? " " : ""}${others} scheduled, exhausted or ended.`;
+  setText($("campaign-note"), note);
+  $("campaigns").hidden = false;
 }
 
 const SVG_NS = "http://www.w3.org/2000/svg";

@@ -1,17 +1,21 @@
-"""Helpers of the charities tests: ledger events onto Kafka, fresh projects."""
+"""Helpers of the charities tests: ledger events onto Kafka, fresh projects, a stand-in
+for the donations service's campaigns."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
-from typing import Literal
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import httpx
+import orjson
+from fastapi import FastAPI, Response
 
 from services.charities import repository
 from shared.db import Pool
-from shared.events import DonationRecorded, LedgerEntry, encode
+from shared.events import DONATION_RECORDED, DonationRecorded, LedgerEntry, encode
 from shared.kafka import Producer
 from tests.conftest import bearer, unique
 
@@ -41,23 +45,71 @@ def ledger_entry(
     )
 
 
-async def produce(producer: Producer, topic: str, events: list[DonationRecorded]) -> None:
-    futures = [await producer.send(topic, encode(e), key=e.entry.order_id.encode()) for e in events]
+def match_entry(
+    project_id: str,
+    amount_minor: int,
+    *,
+    campaign_id: str,
+    order_id: str,
+    kind: Literal["match", "match_reversal"] = "match",
+    seller_id: str = "seller-1",
+    currency: str = "CNY",
+    recorded_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A sponsor's match (or its reversal) as the donations service publishes it: a
+    ``donation.recorded`` entry with a ``campaign_id`` and no rule version."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": DONATION_RECORDED,
+        "schema_version": 1,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "entry": {
+            "entry_id": str(uuid.uuid4()),
+            "order_id": order_id,
+            "seller_id": seller_id,
+            "project_id": project_id,
+            "kind": kind,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "rule_version": None,
+            "campaign_id": campaign_id,
+            "recorded_at": (recorded_at or datetime.now(UTC)).isoformat(),
+        },
+    }
+
+
+async def produce(
+    producer: Producer, topic: str, events: Sequence[DonationRecorded | dict[str, Any]]
+) -> None:
+    """Sends each event keyed by its order id (a dict is sent as it is, for entries the
+    shared model does not build)."""
+    futures = []
+    for event in events:
+        if isinstance(event, DonationRecorded):
+            value, order_id = encode(event), event.entry.order_id
+        else:
+            value, order_id = orjson.dumps(event), event["entry"]["order_id"]
+        futures.append(await producer.send(topic, value, key=order_id.encode()))
     await asyncio.gather(*futures)
 
 
-async def fold_directly(pool: Pool, events: list[DonationRecorded]) -> int:
+async def fold_directly(pool: Pool, events: Sequence[DonationRecorded | dict[str, Any]]) -> int:
     """Folds ``events`` into the totals through the repository, without Kafka: for totals
     no test would wait for a producer to reach (amounts above 2^53, say)."""
-    entries = [e.entry for e in events]
+    entries = [
+        e.entry.model_dump() if isinstance(e, DonationRecorded) else e["entry"] for e in events
+    ]
     columns = repository.EntryColumns(
-        entry_id=[e.entry_id for e in entries],
-        project_id=[e.project_id for e in entries],
-        seller_id=[e.seller_id for e in entries],
-        currency=[e.currency for e in entries],
-        is_accrual=[e.kind == "accrual" for e in entries],
-        amount_minor=[e.amount_minor for e in entries],
-        recorded_at=[e.recorded_at for e in entries],
+        entry_id=[uuid.UUID(str(e["entry_id"])) for e in entries],
+        project_id=[uuid.UUID(str(e["project_id"])) for e in entries],
+        seller_id=[e["seller_id"] for e in entries],
+        currency=[e["currency"] for e in entries],
+        kind=[e["kind"] for e in entries],
+        amount_minor=[e["amount_minor"] for e in entries],
+        recorded_at=[
+            r if isinstance(r := e["recorded_at"], datetime) else datetime.fromisoformat(r)
+            for e in entries
+        ],
     )
     async with pool.acquire() as conn:
         return await repository.fold_entries(conn, columns)
@@ -79,3 +131,44 @@ async def new_project(
     assert project.status_code == 201, project.text
     project_id: str = project.json()["project_id"]
     return charity_id, project_id
+
+
+START = datetime(2031, 1, 1, tzinfo=UTC)
+
+
+def campaign(project_id: str, campaign_id: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "campaign_id": campaign_id,
+        "sponsor": "Sponsor " + campaign_id,
+        "project_id": project_id,
+        "ratio_bp": 10_000,
+        "per_item_minor": None,
+        "per_order_cap_minor": 500,
+        "budget_minor": 10_000,
+        "starts_at": START.isoformat(),
+        "ends_at": (START + timedelta(days=30)).isoformat(),
+        "sellers": None,
+        "currency": "CNY",
+        "matched_minor": 2_500,
+        "remaining_minor": 7_500,
+        "status": "active",
+    }
+    body.update(fields)
+    return body
+
+
+def donations_stand_in(campaigns: list[dict[str, Any]], answer: dict[str, Any]) -> FastAPI:
+    """Serves ``campaigns`` two per page, ignoring any project filter; ``answer["status"]``
+    other than 200 makes it fail."""
+    app = FastAPI()
+
+    @app.get("/v1/campaigns")
+    async def list_campaigns(cursor: int = 0) -> Response:
+        if answer["status"] != 200:
+            return Response(b"boom", status_code=answer["status"])
+        page = campaigns[cursor : cursor + 2]
+        more = cursor + 2 < len(campaigns)
+        body = {"items": page, "next_cursor": str(cursor + 2) if more else None}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return app

@@ -1,6 +1,8 @@
 """The dashboard page in headless Chromium: a new donation shows up without a reload, the
-layout holds from 1280 px wide down to a phone, amounts above 2^53 show exactly, and the
-strict Content-Security-Policy blocks nothing the page needs."""
+layout holds from 1280 px wide down to a phone, amounts above 2^53 show exactly, the
+sponsors' matched money and the selected project's active campaigns show (from a stand-in
+donations service) and update, and the strict Content-Security-Policy blocks nothing the
+page needs."""
 
 from __future__ import annotations
 
@@ -21,8 +23,16 @@ from selenium.webdriver.common.by import By
 from services.charities.app import create_app
 from services.charities.config import Settings
 from shared.kafka import Producer
-from tests.integration.charities.helpers import fold_directly, ledger_entry, new_project, produce
-from tests.support import eventually, serve
+from tests.integration.charities.helpers import (
+    campaign,
+    donations_stand_in,
+    fold_directly,
+    ledger_entry,
+    match_entry,
+    new_project,
+    produce,
+)
+from tests.support import eventually, free_port, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -77,11 +87,34 @@ _READ_ROW = """
 const row = document.querySelector(`tr[data-project-id="${arguments[0]}"]`);
 if (!row) return null;
 const cells = {};
-for (const cls of ["project", "net", "donations", "sellers", "bar-label"]) {
-  cells[cls] = row.querySelector("." + cls).textContent;
+const selectors = {project: ".project", net: ".net .amount", matched: ".net .matched",
+                   donations: ".donations", sellers: ".sellers", "bar-label": ".bar-label"};
+for (const [name, selector] of Object.entries(selectors)) {
+  cells[name] = row.querySelector(selector).textContent;
 }
 return cells;
 """
+
+
+# The campaigns panel as shown: each listed campaign's sponsor, remaining text and bar width.
+_READ_CAMPAIGNS = """
+const box = document.getElementById("campaigns");
+if (box.hidden) return null;
+return {
+  items: [...box.querySelectorAll("li")].map((li) => ({
+    id: li.dataset.campaignId,
+    sponsor: li.querySelector(".sponsor").textContent,
+    remaining: li.querySelector(".remaining").textContent,
+    width: li.querySelector(".fill").style.width,
+  })),
+  note: document.getElementById("campaign-note").textContent,
+};
+"""
+
+
+def _campaigns(driver: webdriver.Chrome) -> dict[str, Any] | None:
+    shown: dict[str, Any] | None = driver.execute_script(_READ_CAMPAIGNS)
+    return shown
 
 
 def _cells(driver: webdriver.Chrome, project_id: str) -> dict[str, str] | None:
@@ -99,8 +132,12 @@ async def test_new_donation_appears_without_reload(
 ) -> None:
     _, project_id = await new_project(client, goal_minor=1000)
     # The page is served by a second instance (API only) over a real socket; the session
-    # app's consumer folds the ledger into the same database.
-    async with serve(create_app(charities_settings, consume=False)) as base_url:
+    # app's consumer folds the ledger into the same database. No donations service
+    # answers: the campaigns panel says so and nothing else on the page minds.
+    settings = charities_settings.model_copy(
+        update={"donations_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    async with serve(create_app(settings, consume=False)) as base_url:
         await asyncio.to_thread(browser.get, base_url + "/")
 
         async def cells() -> dict[str, str] | None:
@@ -145,7 +182,12 @@ async def test_new_donation_appears_without_reload(
 
         values = await eventually(bars, lambda v: "125" in v)
         assert len(values) == 30
-    assert_no_console_errors(browser)
+        shown = await eventually(
+            lambda: asyncio.to_thread(_campaigns, browser), lambda c: c is not None
+        )
+        assert shown == {"items": [], "note": "Campaigns are unavailable right now."}
+        # read while the server is up: a poll after it stops is refused, and logged
+        assert_no_console_errors(browser)
 
 
 def assert_no_console_errors(driver: webdriver.Chrome) -> None:
@@ -182,6 +224,8 @@ return {
   pageWidth: document.documentElement.scrollWidth,
   tableBox: rect(document.getElementById("table-box")),
   chartPanel: rect(document.getElementById("chart-panel")),
+  campaignParts: [...document.querySelectorAll(
+    "#campaigns .sponsor, #campaigns .remaining, #campaigns .bar")].map(rect),
   cells,
   svg: rect(svg),
   yLabels: texts("text.y-label"),
@@ -245,6 +289,10 @@ def assert_laid_out(layout: dict[str, Any], y_labels: list[str]) -> None:
         assert _inside(horizontally, layout["tableBox"]), (name, box, layout["tableBox"])
         assert not _overlap(box, layout["chartPanel"]), (name, box, layout["chartPanel"])
         assert cell["onTop"], f"the {name} cell is covered by another element"
+    assert layout["campaignParts"], "the campaigns panel shows"
+    for part in layout["campaignParts"]:
+        assert _inside(part, layout["chartPanel"]), (part, layout["chartPanel"])
+        assert part["right"] <= viewport["width"], part
     assert sorted(label["text"] for label in layout["yLabels"]) == sorted(y_labels)
     for label in layout["axisLabels"]:
         assert _inside(label["rect"], layout["svg"]), (label, layout["svg"])
@@ -265,16 +313,38 @@ async def test_layout_from_desktop_to_phone_with_exact_amounts(
     accruals = [goal] * 9 + [9_007_199_254_740_995 - 9 * goal]
     events = [ledger_entry(project_id, amount) for amount in accruals]
     events.append(ledger_entry(project_id, 2, kind="reversal"))
-    assert await fold_directly(charities_app.state.pool, events) == len(events)
-
-    async with serve(create_app(charities_settings, consume=False)) as base_url:
+    match = match_entry(project_id, 10, campaign_id="layout", order_id="o-layout")
+    assert await fold_directly(charities_app.state.pool, [*events, match]) == len(events) + 1
+    # a campaign with a long sponsor name and amounts past 2^53, beside the chart
+    sponsor = "The Exceedingly Long-Named Foundation for Matching Donations " * 2
+    campaigns = [
+        campaign(
+            project_id,
+            "layout",
+            sponsor=sponsor.strip(),
+            budget_minor=goal * 10,
+            matched_minor=10,
+            remaining_minor=goal * 10 - 10,
+        ),  # fmt: skip
+    ]
+    donations = serve(donations_stand_in(campaigns, {"status": 200}))
+    async with (
+        donations as donations_url,
+        serve(
+            create_app(
+                charities_settings.model_copy(update={"donations_url": donations_url}),
+                consume=False,
+            )
+        ) as base_url,
+    ):
         await asyncio.to_thread(browser.get, base_url + "/")
         cells = await eventually(
             lambda: asyncio.to_thread(_cells, browser, project_id), lambda c: c is not None
         )
         assert cells == {
             "project": cells and cells["project"],
-            "net": "90,071,992,547,409.93 CNY",
+            "net": "90,071,992,547,410.03 CNY",
+            "matched": "incl. 0.10 CNY matched",
             "donations": "10",
             "sellers": "1",
             "bar-label": "100.0% of 10,000,000,000,000.00 CNY",
@@ -294,6 +364,13 @@ async def test_layout_from_desktop_to_phone_with_exact_amounts(
         value = await eventually(
             lambda: asyncio.to_thread(today_bar), lambda v: v == "9007199254740995"
         )
+        shown = await eventually(
+            lambda: asyncio.to_thread(_campaigns, browser), lambda c: c is not None
+        )
+        assert shown is not None
+        assert [c["remaining"] for c in shown["items"]] == [
+            "99,999,999,999,999.90 CNY left of 100,000,000,000,000.00 CNY"
+        ]
         assert value == "9007199254740995"
         # compact labels: the currency is the axis title, the amounts are exact
         y_labels = ["0.00", "45,035,996,273,704.97", "90,071,992,547,409.95"]
@@ -331,4 +408,90 @@ async def test_layout_from_desktop_to_phone_with_exact_amounts(
             "1.234 KWD",
             "0.00 CNY",
         ]
-    assert_no_console_errors(browser)
+        assert_no_console_errors(browser)
+
+
+async def test_matches_and_campaign_budgets_update_in_place(
+    client: httpx.AsyncClient,
+    ledger_producer: Producer,
+    ledger_topic: str,
+    charities_settings: Settings,
+    browser: webdriver.Chrome,
+) -> None:
+    _, project_id = await new_project(client)
+    campaigns = [
+        campaign(
+            project_id,
+            "per-item",
+            sponsor="Brand",
+            ratio_bp=0,
+            per_item_minor=100,
+            budget_minor=1_000,
+            matched_minor=0,
+            remaining_minor=1_000,
+        ),  # fmt: skip
+        campaign(
+            project_id,
+            "spent",
+            sponsor="Foundation",
+            status="exhausted",
+            matched_minor=10_000,
+            remaining_minor=0,
+        ),  # fmt: skip
+    ]
+    async with (
+        serve(donations_stand_in(campaigns, {"status": 200})) as donations_url,
+        serve(
+            create_app(
+                charities_settings.model_copy(update={"donations_url": donations_url}),
+                consume=False,
+            )
+        ) as base_url,
+    ):
+        order_id = f"o-match-{project_id[:8]}"
+        await produce(
+            ledger_producer, ledger_topic, [ledger_entry(project_id, 100, order_id=order_id)]
+        )
+        await asyncio.to_thread(browser.get, base_url + "/")
+        await eventually(
+            lambda: asyncio.to_thread(_cells, browser, project_id),
+            lambda c: c is not None and c["donations"] == "1",
+        )
+        row = await asyncio.to_thread(
+            browser.find_element, By.CSS_SELECTOR, f'tr[data-project-id="{project_id}"]'
+        )
+        await asyncio.to_thread(row.click)
+        shown = await eventually(
+            lambda: asyncio.to_thread(_campaigns, browser),
+            lambda c: c is not None and len(c["items"]) == 1,
+        )
+        assert shown == {
+            "items": [
+                {
+                    "id": "per-item",
+                    "sponsor": "Brand",
+                    "remaining": "10.00 CNY left of 10.00 CNY",
+                    "width": "100%",
+                }
+            ],
+            "note": "1 scheduled, exhausted or ended.",
+        }
+
+        # the sponsor matches the order: the row shows it, and the panel asks again
+        campaigns[0].update(matched_minor=300, remaining_minor=700)
+        match = match_entry(project_id, 300, campaign_id="per-item", order_id=order_id)
+        await produce(ledger_producer, ledger_topic, [match])
+        cells = await eventually(
+            lambda: asyncio.to_thread(_cells, browser, project_id),
+            lambda c: c is not None and c["matched"] != "",
+        )
+        assert cells is not None
+        assert (cells["net"], cells["matched"]) == ("4.00 CNY", "incl. 3.00 CNY matched")
+        shown = await eventually(
+            lambda: asyncio.to_thread(_campaigns, browser),
+            lambda c: c is not None and c["items"][0]["width"] != "100%",
+        )
+        assert shown is not None
+        assert shown["items"][0]["remaining"] == "7.00 CNY left of 10.00 CNY"
+        assert shown["items"][0]["width"] == "70%"
+        assert_no_console_errors(browser)

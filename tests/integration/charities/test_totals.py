@@ -180,8 +180,20 @@ async def test_daily_buckets_split_at_utc_midnight(
 
     days = await eventually(probe, lambda d: sum(x["donation_count"] for x in d) >= 3)
     assert days == [
-        {"date": "2031-03-09", "donated_minor": 105, "reversed_minor": 0, "donation_count": 2},
-        {"date": "2031-03-10", "donated_minor": 200, "reversed_minor": 50, "donation_count": 1},
+        {
+            "date": "2031-03-09",
+            "donated_minor": 105,
+            "reversed_minor": 0,
+            "matched_minor": 0,
+            "donation_count": 2,
+        },
+        {
+            "date": "2031-03-10",
+            "donated_minor": 200,
+            "reversed_minor": 50,
+            "matched_minor": 0,
+            "donation_count": 1,
+        },
     ]
     one_day = await client.get(
         f"/v1/projects/{project_id}/totals/daily", params={"from": "2031-03-10", "to": "2031-03-10"}

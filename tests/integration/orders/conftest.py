@@ -1,13 +1,16 @@
-"""A real orders app (relay running) and a watch on its Kafka topic, per session."""
+"""A real orders app (relay running) and a watch on its Kafka topic, per session; and
+the same on a private broker or cluster, for the tests that stop brokers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -18,6 +21,7 @@ from services.orders.config import Settings
 from shared.auth import Role
 from shared.events import TOPIC_ORDERS
 from tests.conftest import bearer, unique
+from tests.servers import PrivateKafka
 from tests.support import serve
 
 
@@ -133,3 +137,57 @@ def new_order(seller_id: str, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+@dataclass(frozen=True)
+class PrivateOrders:
+    """An orders app publishing to a private broker or cluster, with a watch on its topic."""
+
+    http: httpx.AsyncClient
+    watch: TopicWatch
+    settings: Settings
+
+    @property
+    def topic(self) -> str:
+        return self.settings.topic(TOPIC_ORDERS)
+
+    async def pending(self, order_ids: Sequence[str]) -> int:
+        """Outbox rows of these orders not yet acknowledged by the broker."""
+        conn = await asyncpg.connect(self.settings.dsn(self.settings.orders_db))
+        try:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE aggregate_id = ANY($1::text[])",
+                list(order_ids),
+            )
+            return count
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def orders_on(kafka: PrivateKafka) -> AsyncIterator[PrivateOrders]:
+    """The orders app on ``kafka``, with a database of its own: a relay of the shared
+    app (same database) would otherwise publish its outbox to the shared broker."""
+    shared = Settings()
+    database = f"{shared.orders_db}_private_kafka"
+    admin = await asyncpg.connect(shared.dsn("postgres"))
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    settings = Settings(
+        orders_db=database,
+        kafka_bootstrap=kafka.bootstrap,
+        kafka_replication_factor=kafka.replication_factor,
+        kafka_min_insync=kafka.min_insync,
+    )
+    async with (
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        topic_watch = await start_watch(settings.kafka_bootstrap, settings.topic(TOPIC_ORDERS))
+        try:
+            yield PrivateOrders(http, topic_watch, settings)
+        finally:
+            await topic_watch.consumer.stop()

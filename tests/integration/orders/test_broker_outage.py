@@ -1,46 +1,43 @@
-"""With the broker down the API keeps accepting; the events follow once it is back."""
+"""With the broker down the API keeps accepting; the events follow once it is back.
+
+The broker it stops is a private one (tests/servers.py), never the one ``make run`` uses.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from tests.conftest import unique
-from tests.integration.orders.conftest import TopicWatch, new_order, storefront
-
-ROOT = Path(__file__).parents[3]
-KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+from tests.integration.orders.conftest import PrivateOrders, new_order, orders_on, storefront
+from tests.servers import PrivateKafka, start_private_kafka
 
 
-async def kafka(action: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(KAFKA_SH),
-        action,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
+@pytest.fixture
+async def broker() -> AsyncIterator[PrivateKafka]:
+    async with start_private_kafka() as kafka:
+        yield kafka
 
 
-async def stop_broker() -> None:
-    await kafka("stop")  # waits until the broker JVM has exited
+@pytest.fixture
+async def private(broker: PrivateKafka) -> AsyncIterator[PrivateOrders]:
+    async with orders_on(broker) as orders:
+        yield orders
 
 
 @pytest.mark.slow
 async def test_orders_accepted_while_the_broker_is_down(
-    http: httpx.AsyncClient, watch: TopicWatch
+    broker: PrivateKafka, private: PrivateOrders
 ) -> None:
+    http, watch = private.http, private.watch
     seller = unique("seller")
     headers = storefront(seller)
     placed = new_order(seller)
     assert (await http.post("/v1/orders", json=placed, headers=headers)).status_code == 201
     await watch.wait_for(set(), 0)  # the watch is connected before the outage
     orders = [new_order(seller, status="completed") for _ in range(3)]
-    await stop_broker()
+    await broker.stop()  # waits until the broker JVM has exited
     try:
         for order in orders:
             response = await http.post("/v1/orders", json=order, headers=headers)
@@ -53,9 +50,10 @@ async def test_orders_accepted_while_the_broker_is_down(
         )
         assert refunded.status_code == 201, refunded.text
         assert (await http.get("/readyz")).status_code == 503
+        keys = {o["order_id"] for o in orders} | {placed["order_id"]}
+        assert await private.pending(sorted(keys)) == 5
     finally:
-        await kafka("start")
-    keys = {o["order_id"] for o in orders} | {placed["order_id"]}
+        await broker.start()
     events = await watch.wait_for(keys, 5, within=90)
     by_key = {k: [e.value["type"] for e in events if e.key == k] for k in keys}
     assert by_key[placed["order_id"]][:2] == ["order.completed", "order.refunded"]

@@ -1,0 +1,251 @@
+"""The sequencer: gives queued records their leaves and signs a checkpoint of each new size.
+
+One per service process, but one at a time per log: a sequencer works only while it holds
+a session advisory lock on its own connection, and runs each batch on that connection.
+If the connection (or the process) dies, the lock goes with it and another process takes
+over on its next claim.
+
+One batch is ONE transaction (see ``shared.tlog.store`` for the tables): read up to
+``batch_size`` pending rows oldest first, build their leaves (one statement per record
+table, through the service's ``LeafSource``), read the tree's peaks once, compute every
+new stored hash with ``append_leaves``, COPY the leaves and hashes, delete exactly the
+pending rows read, move the tree size, store a checkpoint of the new size signed with the
+log's key; commit. Hence:
+
+- A record gets exactly one leaf. Its pending row is deleted by the transaction that
+  appends its leaf; a crash (kill -9 included) anywhere in the batch rolls all of it
+  back and the rows are sequenced again. A record already holding a leaf (a pending row
+  enqueued twice by hand) is dropped, never appended twice (and ``log_leaf``'s unique
+  key would refuse it).
+- The tree only grows and every checkpoint stored is of the tree as committed, so each
+  is consistent with every earlier one; a size is never signed with two roots.
+- Leaves follow the order of the pending rows as read, not the records' own sequence:
+  a record committed late joins a later batch.
+- New leaves get their checkpoint within one poll (``poll_seconds``, 0.2 s): the
+  trigger's NOTIFY wakes the sequencer at once, the poll is the fallback.
+
+On start (and on each takeover) it signs the current size again, so a changed key is in
+use at once and an empty log has its size-0 checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from shared.db import Conn, connect
+from shared.observability import get_logger
+from shared.tlog import store
+from shared.tlog.checkpoint import Checkpoint, sign_checkpoint
+from shared.tlog.hashing import (
+    append_leaves,
+    leaf_hashes,
+    root_from_peaks,
+    stored_hash_count,
+    tree_hash_indexes,
+)
+from shared.tlog.note import Signer
+
+log = get_logger(__name__)
+
+_LOCK_NAMESPACE = 0x6766_746C  # "gftl"
+_CLAIM = "SELECT pg_try_advisory_lock($1, 0)"
+
+LEAVES = Counter("gfg_log_leaves_total", "Leaves appended to the transparency log", ["log"])
+SIZE = Gauge("gfg_log_size", "Tree size of the latest signed checkpoint", ["log"])
+
+
+class LeafSource(Protocol):
+    """Builds the leaves of one record table's records (a service's part of the log)."""
+
+    table: str
+
+    async def leaves(self, conn: Conn, keys: Sequence[str]) -> Mapping[str, bytes]:
+        """record_key -> leaf bytes for those ``keys`` whose record exists; one statement."""
+        ...
+
+
+class UnknownRecordTable(RuntimeError):
+    pass
+
+
+class Sequencer:
+    """The background worker of one log (``run``/``stop``, as ``shared.web.Workers`` wants)."""
+
+    def __init__(
+        self,
+        *,
+        origin: str,
+        dsn: str,
+        signer: Signer,
+        sources: Sequence[LeafSource],
+        batch_size: int = 5000,
+        poll_seconds: float = 0.2,
+        claim_interval_seconds: float = 1.0,
+        on_checkpoint: Callable[[store.StoredCheckpoint], None] | None = None,
+    ) -> None:
+        self.origin = origin
+        self._dsn = dsn
+        self._signer = signer
+        self._sources = {s.table: s for s in sources}
+        self._batch_size = batch_size
+        self._poll = poll_seconds
+        self._claim_interval = claim_interval_seconds
+        self._on_checkpoint = on_checkpoint
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._owner = False
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.appended = 0
+
+    @property
+    def owner(self) -> bool:
+        return self._owner
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs until ``stop()``, surviving database outages."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                if not await self.claim():
+                    await self._sleep(self._claim_interval)
+                    continue
+                appended = await self.sequence_once()
+                backoff = 0.1
+                if appended < self._batch_size:
+                    await self._wait_for_work()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self._disconnect()
+                log.warning("log sequencer waiting for the database", error=str(exc))
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a bug or a bad record: let another process try
+                await self._disconnect()
+                log.error("log sequencer failed", error=f"{type(exc).__name__}: {exc}")
+                await self._sleep(5.0)
+        await self._disconnect()
+
+    async def claim(self) -> bool:
+        """Connects and takes the log's lock if free; signs the current size when it does."""
+        if self._conn is None or self._conn.is_closed():
+            self._owner = False
+            conn = await connect(self._dsn)
+            await conn.add_listener(store.PENDING_CHANNEL, self._on_notify)
+            self._conn = conn
+        if not self._owner:
+            self._owner = bool(await self._conn.fetchval(_CLAIM, _LOCK_NAMESPACE))
+            if self._owner:
+                log.info("log sequencer owns the log", log=self.origin)
+                await self.sign_current()
+        return self._owner
+
+    async def close(self) -> None:
+        await self._disconnect()
+
+    async def sign_current(self) -> store.StoredCheckpoint:
+        """Signs and stores a checkpoint of the tree as it is."""
+        conn = self._require_owner()
+        async with conn.transaction():
+            size = await store.tree_size(conn)
+            peaks = await store.hashes(conn, tree_hash_indexes(size))
+            checkpoint = await self._sign(conn, size, root_from_peaks(peaks))
+        self._published(checkpoint)
+        return checkpoint
+
+    async def sequence_once(self) -> int:
+        """One batch (see the module docstring); returns how many leaves it appended."""
+        conn = self._require_owner()
+        async with conn.transaction():
+            batch = await store.pending(conn, self._batch_size)
+            if not batch:
+                return 0
+            new = await self._build(conn, batch)
+            checkpoint = None
+            if new:
+                size = await store.tree_size(conn)
+                peaks = await store.hashes(conn, tree_hash_indexes(size))
+                stored, peaks = append_leaves(size, peaks, leaf_hashes(leaf for *_, leaf in new))
+                await store.append(conn, size, new, stored, stored_hash_count(size))
+            await store.delete_pending(conn, [p.id for p in batch])
+            if new:
+                checkpoint = await self._sign(conn, size + len(new), root_from_peaks(peaks))
+        if checkpoint is not None:
+            self._published(checkpoint)
+        self.appended += len(new)
+        LEAVES.labels(self.origin).inc(len(new))
+        if len(new) < len(batch):
+            log.warning("pending records dropped", count=len(batch) - len(new), log=self.origin)
+        return len(new)
+
+    async def _build(
+        self, conn: Conn, batch: Sequence[store.Pending]
+    ) -> list[tuple[str, str, bytes]]:
+        """(record_table, record_key, leaf) in the batch's order, each record once, none
+        that already has a leaf or no longer exists."""
+        by_table: dict[str, list[str]] = {}
+        for p in batch:
+            by_table.setdefault(p.record_table, []).append(p.record_key)
+        built: dict[tuple[str, str], bytes] = {}
+        for table, keys in by_table.items():
+            source = self._sources.get(table)
+            if source is None:
+                raise UnknownRecordTable(f"log {self.origin} has no leaf source for {table}")
+            done = await store.logged(conn, table, keys)
+            fresh = list(dict.fromkeys(k for k in keys if k not in done))
+            if fresh:
+                for record_key, leaf in (await source.leaves(conn, fresh)).items():
+                    built[(table, record_key)] = leaf
+        new: list[tuple[str, str, bytes]] = []
+        for p in batch:
+            key = (p.record_table, p.record_key)
+            if key in built:
+                new.append((p.record_table, p.record_key, built.pop(key)))
+        return new
+
+    async def _sign(self, conn: Conn, size: int, root: bytes) -> store.StoredCheckpoint:
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), [self._signer])
+        await store.save_checkpoint(conn, size, root, note)
+        return store.StoredCheckpoint(size, root, note)
+
+    def _published(self, checkpoint: store.StoredCheckpoint) -> None:
+        SIZE.labels(self.origin).set(checkpoint.size)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(checkpoint)
+
+    def _require_owner(self) -> asyncpg.Connection[Any]:
+        if self._conn is None or not self._owner:
+            raise RuntimeError("the sequencer does not own the log (call claim() first)")
+        return self._conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        self._owner = False
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except Exception:
+                conn.terminate()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
