@@ -102,6 +102,7 @@ async def test_totals_past_two_to_the_63_stay_exact(
             "date": "2031-04-01",
             "donated_minor": donated,
             "reversed_minor": reversed_,
+            "matched_minor": 0,
             "donation_count": ACCRUALS,
         }
     ]

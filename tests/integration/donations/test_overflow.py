@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -38,10 +38,11 @@ async def test_statement_totals_past_two_to_the_63(
             "CNY",
             1,
             uuid.uuid4(),
+            datetime.now(UTC) + timedelta(days=7),
         )
         for order_id in orders
     ]
-    entries.append(entries[0]._replace(event_key="refund:r1", kind="reversal"))
+    entries.append(entries[0]._replace(event_key="refund:r1", kind="reversal", available_on=None))
     entries[-1] = entries[-1]._replace(entry_id=entry_id(orders[0], "refund:r1"))
     async with db.transaction():
         assert len(await repository.insert_entries(db, entries, datetime.now(UTC))) == ENTRIES + 1
