@@ -110,11 +110,14 @@ class LedgerEntry(BaseModel):
     order_id: str
     seller_id: str
     project_id: uuid.UUID
-    kind: Literal["accrual", "reversal"]
+    # "match"/"match_reversal": a sponsor campaign's money, with its campaign_id and no
+    # rule_version; accruals and reversals have campaign_id null (or absent)
+    kind: Literal["accrual", "reversal", "match", "match_reversal"]
     amount_minor: MinorAmount
     currency: Currency
-    rule_version: int
+    rule_version: int | None
     recorded_at: datetime
+    campaign_id: str | None = None
     # Accruals: when the order's return window closes (the donation is final then).
     available_on: datetime | None = None
 

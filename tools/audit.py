@@ -48,11 +48,11 @@ MATCH_KINDS = frozenset({"match", "match_reversal"})
 
 _CHECKPOINT = "SELECT size, root_hash, note FROM log_checkpoint ORDER BY size DESC LIMIT 1"
 _SIZE = "SELECT size FROM log_tree"
-# The ledger has no campaign_id column yet: match kinds do not occur, campaign_id is null.
+# campaign_id is null but on matches and match reversals (whose rule_version is null).
 _LEAF_ROWS = """
 SELECT l.leaf_index, l.record_table, l.record_key, l.leaf, e.entry_id::text AS entry_id,
        e.order_id, e.kind, e.amount_minor, e.currency, e.project_id::text AS project_id,
-       e.seller_id, e.rule_version, e.recorded_at, s.salt
+       e.seller_id, e.rule_version, e.campaign_id, e.recorded_at, s.salt
 FROM log_leaf AS l
 LEFT JOIN ledger_entry AS e ON l.record_table = 'ledger_entry' AND e.seq::text = l.record_key
 LEFT JOIN order_salt AS s ON s.order_id = e.order_id
@@ -69,7 +69,8 @@ WHERE e.seq > $1
 ORDER BY e.seq LIMIT $2
 """
 _TOTALS = """
-SELECT project_id::text AS project_id, currency, (donated_minor - reversed_minor) AS net
+SELECT project_id::text AS project_id, currency,
+       (donated_minor - reversed_minor + matched_minor) AS net
 FROM project_total WHERE project_id = ANY($1::uuid[])
 """
 
@@ -93,7 +94,7 @@ def entry_leaf(row: asyncpg.Record) -> bytes:
             "project_id": row["project_id"],
             "seller_id": row["seller_id"],
             "rule_version": None if match else row["rule_version"],
-            "campaign_id": None,
+            "campaign_id": row["campaign_id"] if match else None,
             "order_commitment": commitment.hexdigest(),
             "recorded_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }

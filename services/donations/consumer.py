@@ -10,11 +10,16 @@ a unique key per (order_id, event key) (``accrual``, ``refund:<refund_id>``) and
 inserted with ``ON CONFLICT DO NOTHING``, so the redelivered batch records nothing twice
 and, since only rows actually inserted are put in the outbox, publishes nothing twice.
 
-Per batch the database sees at most six statements whatever the batch size: the rule
+Per batch the database sees at most seven statements whatever the batch size: the rule
 histories of its sellers, a lock on the batch's refunded orders' pending postings and
-their ledger state (only when the batch has refunds), the entries (``unnest``; new
-accruals also join ``posting_due`` in that statement), the outbox rows, and the
-partitions' positions.
+their ledger state (only when the batch has refunds), the lock on the campaigns of its
+projects, the entries (``unnest``; new accruals also join ``posting_due`` in that
+statement), the outbox rows, and the partitions' positions; and when a campaign
+matches, three more: what refunded orders' matches have left, the match entries, one
+update of the touched campaigns' ``matched_minor`` (services/donations/matching.py says
+why the budget is never exceeded). Matches follow the return window by construction:
+only a reversal this batch recorded is matched by a match reversal, and a refund after
+``available_on`` or after the posting records none.
 
 The positions (``consumer_position``: per partition the next offset to apply and the
 latest ``occurred_at`` applied) are written in the batch's transaction, so they never
@@ -38,11 +43,12 @@ from pydantic import ValidationError
 
 from services.donations import repository
 from services.donations.config import Settings
-from services.donations.ledger import NewEntry, OrderMoneyEvent, plan_batch
+from services.donations.ledger import BatchPlan, NewEntry, OrderMoneyEvent, plan_batch
+from services.donations.matching import Campaign, plan_matches
 from services.donations.repository import Position
 from services.donations.rules import DEFAULT_RETURN_WINDOW
 from shared import db
-from shared.db import Pool
+from shared.db import Conn, Pool
 from shared.events import (
     DONATION_RECORDED,
     ORDER_EVENT_TYPES,
@@ -156,10 +162,13 @@ class LedgerHandler:
                     ledgers = await repository.order_ledgers(conn, refunded)
                 plan = plan_batch(events, histories, ledgers, window=self._window)
                 recorded_at = datetime.now(UTC)
+                campaigns = await self._lock_campaigns(conn, plan.entries)
                 inserted = await repository.insert_entries(
                     conn, plan.entries, recorded_at, batch.partitions
                 )
                 recorded = [e for e in plan.entries if e.entry_id in inserted]
+                if campaigns and recorded:
+                    recorded += await self._match(conn, plan, recorded, campaigns, recorded_at)
                 await enqueue(conn, self._messages(recorded, recorded_at))
                 await self._advance(conn, batch)
             plan_outcomes = plan.outcomes
@@ -173,7 +182,41 @@ class LedgerHandler:
         return dead
 
     @staticmethod
-    async def _advance(conn: db.Conn, batch: OrderEventBatch) -> None:
+    async def _lock_campaigns(conn: Conn, entries: Sequence[NewEntry]) -> list[Campaign]:
+        """The campaigns of the projects the batch may touch, locked BEFORE any entry is
+        written (see services/donations/matching.py for why the budget holds)."""
+        projects = {e.project_id for e in entries}
+        return await repository.lock_project_campaigns(conn, projects) if projects else []
+
+    @staticmethod
+    async def _match(
+        conn: Conn,
+        plan: BatchPlan,
+        recorded: Sequence[NewEntry],
+        campaigns: Sequence[Campaign],
+        recorded_at: datetime,
+    ) -> list[NewEntry]:
+        """Match entries for the seller entries this batch actually inserted; moves each
+        touched campaign's matched_minor once, by what was inserted."""
+        reversed_orders = {e.order_id for e in recorded if e.kind == "reversal"}
+        prior = await repository.order_matches(conn, reversed_orders) if reversed_orders else {}
+        matched = plan_matches(
+            recorded, plan.accruals, plan.net_before, campaigns, prior, plan.full_refunds
+        )
+        if not matched.entries:
+            return []
+        inserted = await repository.insert_entries(conn, matched.entries, recorded_at)
+        entries = [e for e in matched.entries if e.entry_id in inserted]
+        deltas: dict[str, int] = {}
+        for e in entries:
+            assert e.campaign_id is not None
+            sign = 1 if e.kind == "match" else -1
+            deltas[e.campaign_id] = deltas.get(e.campaign_id, 0) + sign * e.amount_minor
+        await repository.add_matched(conn, {k: v for k, v in deltas.items() if v})
+        return entries
+
+    @staticmethod
+    async def _advance(conn: Conn, batch: OrderEventBatch) -> None:
         by_topic: dict[str, dict[int, Position]] = {}
         for (topic, partition), position in batch.positions.items():
             by_topic.setdefault(topic, {})[partition] = position
@@ -208,6 +251,7 @@ class LedgerHandler:
                         "amount_minor": e.amount_minor,
                         "currency": e.currency,
                         "rule_version": e.rule_version,
+                        "campaign_id": e.campaign_id,
                         "recorded_at": at,
                         "available_on": e.available_on,
                     },

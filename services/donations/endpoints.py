@@ -1,12 +1,17 @@
-"""HTTP routes of the donations service: seller rules, seller statements, order receipts."""
+"""HTTP routes of the donations service: seller rules, seller statements, order receipts,
+matching campaigns."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from services.donations.schemas import (
+    CampaignIn,
+    CampaignOut,
+    CampaignsOut,
     OrderProofOut,
     ReceiptOut,
     RuleIn,
@@ -15,7 +20,7 @@ from services.donations.schemas import (
     StatementOut,
 )
 from services.donations.service import DonationService
-from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.auth import AdminDep, AuthFirstRoute, Principal, Role, require
 from shared.problems import problem_responses
 from shared.types import Text
 from shared.web import app_service
@@ -29,6 +34,9 @@ router = APIRouter(
 
 SellerId = Annotated[Text, Path(min_length=1, max_length=64, description="The seller.")]
 OrderId = Annotated[Text, Path(min_length=1, max_length=64, description="The order.")]
+CampaignIdPath = Annotated[
+    Text, Path(min_length=1, max_length=64, description="The campaign's id.")
+]
 Cursor = Annotated[
     Text | None, Query(max_length=512, description="The `next_cursor` of the previous page.")
 ]
@@ -79,6 +87,43 @@ async def get_statement(
 async def get_receipt(order_id: OrderId, service: ServiceDep) -> ReceiptOut:
     """Public receipt of the donation an order made (404 if it made none)."""
     return await service.receipt(order_id)
+
+
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED)
+async def post_campaign(
+    body: CampaignIn, _admin: AdminDep, service: ServiceDep, response: Response
+) -> CampaignOut:
+    """Creates a matching campaign (201); the same body again is 200, another body 409."""
+    campaign, created = await service.create_campaign(body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return campaign
+
+
+@router.get("/campaigns")
+async def get_campaigns(
+    service: ServiceDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    project_id: Annotated[
+        uuid.UUID | None, Query(description="Only this project's campaigns.")
+    ] = None,
+) -> CampaignsOut:
+    """Matching campaigns in campaign_id order, optionally of one project."""
+    return await service.campaigns(project_id, limit, cursor)
+
+
+@router.get("/campaigns/{campaign_id}")
+async def get_campaign(campaign_id: CampaignIdPath, service: ServiceDep) -> CampaignOut:
+    return await service.campaign(campaign_id)
+
+
+@router.post("/campaigns/{campaign_id}/close")
+async def close_campaign(
+    campaign_id: CampaignIdPath, _admin: AdminDep, service: ServiceDep
+) -> CampaignOut:
+    """Ends the campaign now: nothing more is matched."""
+    return await service.close_campaign(campaign_id)
 
 
 @router.get("/orders/{order_id}/donation/proof")

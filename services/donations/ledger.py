@@ -51,6 +51,11 @@ class OrderLedger:
     keys: set[str] = field(default_factory=set)
     available_on: datetime | None = None
     posted: bool = False
+    # the per_item part of the accrual (after the cap): only a full refund reverses it
+    item_minor: int = 0
+
+
+EntryKind = Literal["accrual", "reversal", "match", "match_reversal"]
 
 
 class NewEntry(NamedTuple):
@@ -59,12 +64,21 @@ class NewEntry(NamedTuple):
     event_key: str
     seller_id: str
     project_id: uuid.UUID
-    kind: Literal["accrual", "reversal"]
+    kind: EntryKind
     amount_minor: int
     currency: str
-    rule_version: int
+    rule_version: int | None  # None for matches (a sponsor's money, not a seller rule's)
     event_id: uuid.UUID
     available_on: datetime | None = None  # accruals only
+    campaign_id: str | None = None
+    item_minor: int | None = None  # accruals only: the per_item part
+
+
+class AccrualFacts(NamedTuple):
+    """What matching reads of the order behind an accrual (refunds do not carry items)."""
+
+    placed_at: datetime
+    units: int  # the sum of the order's item quantities
 
 
 @dataclass(slots=True)
@@ -72,6 +86,12 @@ class BatchPlan:
     entries: list[NewEntry] = field(default_factory=list)
     # (event type, outcome) -> events
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # entry_id -> facts, for each planned accrual
+    accruals: dict[str, AccrualFacts] = field(default_factory=dict)
+    # entry_id -> the order's net seller donation just before it, for each planned reversal
+    net_before: dict[str, int] = field(default_factory=dict)
+    # the planned reversals made by a full refund (refunded_total >= total)
+    full_refunds: set[str] = field(default_factory=set)
 
 
 def _version(history: Sequence[RuleVersion], version: int) -> RuleVersion | None:
@@ -109,18 +129,21 @@ def _completed(
     if known is not None and ACCRUAL_KEY in known.keys:
         plan.outcomes[(event.type, "duplicate")] += 1
         return
+    items = [(item.item_id, item.quantity) for item in order.items]
     decision = compute_donation(
-        OrderFacts(order.currency, order.total_minor, order.placed_at),
+        OrderFacts(order.currency, order.total_minor, order.placed_at, items),
         histories.get(order.seller_id, ()),
     )
     plan.outcomes[(event.type, decision.outcome.value)] += 1
     if decision.outcome is not Outcome.DONATED or decision.rule is None:
         return
     rule = decision.rule
+    accrual_id = entry_id(order.order_id, ACCRUAL_KEY)
+    plan.accruals[accrual_id] = AccrualFacts(order.placed_at, sum(q for _, q in items))
     ends = available_on(order.completed_at or event.occurred_at, window)
     plan.entries.append(
         NewEntry(
-            entry_id=entry_id(order.order_id, ACCRUAL_KEY),
+            entry_id=accrual_id,
             order_id=order.order_id,
             event_key=ACCRUAL_KEY,
             seller_id=order.seller_id,
@@ -130,6 +153,7 @@ def _completed(
             currency=rule.currency,
             rule_version=rule.version,
             event_id=event.event_id,
+            item_minor=decision.item_minor,
             available_on=ends,
         )
     )
@@ -140,6 +164,7 @@ def _completed(
         rule_version=rule.version,
         net_minor=decision.amount_minor,
         keys={ACCRUAL_KEY},
+        item_minor=decision.item_minor,
         available_on=ends,
     )
 
@@ -166,14 +191,20 @@ def _refunded(
     if rule is None:  # rules are never deleted; only a foreign seller_id gets here
         plan.outcomes[(event.type, "no_rule")] += 1
         return
-    amount = refund_reversal(rule, event.total_minor, event.refunded_total_minor, known.net_minor)
+    amount = refund_reversal(
+        rule, event.total_minor, event.refunded_total_minor, known.net_minor, known.item_minor
+    )
     if amount <= 0:
         plan.outcomes[(event.type, "zero")] += 1
         return
     plan.outcomes[(event.type, "reversed")] += 1
+    reversal_id = entry_id(event.order_id, key)
+    plan.net_before[reversal_id] = known.net_minor
+    if event.refunded_total_minor >= event.total_minor:
+        plan.full_refunds.add(reversal_id)
     plan.entries.append(
         NewEntry(
-            entry_id=entry_id(event.order_id, key),
+            entry_id=reversal_id,
             order_id=event.order_id,
             event_key=key,
             seller_id=known.seller_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple
@@ -9,11 +10,12 @@ from typing import NamedTuple
 import asyncpg
 
 from services.donations.ledger import NewEntry, OrderLedger
+from services.donations.matching import Campaign
 from services.donations.rules import RuleVersion
 from shared.db import Conn
 
 _RULE_COLUMNS = """seller_id, version, project_id, mode, amount_minor, basis_points, min_minor,
-max_minor, currency, active, effective_from"""
+max_minor, currency, active, effective_from, per_item"""
 
 
 def rule_from_row(row: asyncpg.Record) -> RuleVersion:
@@ -29,6 +31,7 @@ def rule_from_row(row: asyncpg.Record) -> RuleVersion:
         currency=row["currency"],
         active=row["active"],
         effective_from=row["effective_from"],
+        per_item=row["per_item"],
     )
 
 
@@ -41,7 +44,7 @@ SELECT {_RULE_COLUMNS} FROM donation_rule WHERE seller_id = $1 ORDER BY version 
 _INSERT_RULE = f"""
 INSERT INTO donation_rule ({_RULE_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-        greatest(clock_timestamp(), $11::timestamptz))
+        greatest(clock_timestamp(), $11::timestamptz), $12::jsonb)
 RETURNING {_RULE_COLUMNS}
 """
 _VERSIONS = f"""
@@ -79,6 +82,7 @@ async def insert_rule(conn: Conn, rule: RuleVersion, not_before: datetime | None
         rule.currency,
         rule.active,
         not_before,
+        dict(rule.per_item),
     )
     assert row is not None
     return rule_from_row(row)
@@ -100,11 +104,13 @@ async def rule_histories(conn: Conn, seller_ids: Iterable[str]) -> dict[str, lis
 
 # --- ledger ----------------------------------------------------------------------------
 
+# The seller's side of an order (accruals and reversals); matches are the sponsors'.
 _LEDGERS = """
 SELECT e.order_id, min(e.seller_id) AS seller_id, (array_agg(e.project_id))[1] AS project_id,
        min(e.currency) AS currency, min(e.rule_version) AS rule_version,
-       sum(CASE e.kind WHEN 'accrual' THEN e.amount_minor ELSE -e.amount_minor END)::bigint
-           AS net_minor,
+       sum(CASE e.kind WHEN 'accrual' THEN e.amount_minor
+                       WHEN 'reversal' THEN -e.amount_minor ELSE 0 END)::bigint AS net_minor,
+       coalesce(sum(e.item_minor), 0)::bigint AS item_minor,
        array_agg(e.event_key) AS keys, max(e.available_on) AS available_on,
        EXISTS (SELECT 1 FROM posting p WHERE p.order_id = e.order_id) AS posted
 FROM ledger_entry e WHERE e.order_id = ANY($1::text[])
@@ -115,18 +121,18 @@ GROUP BY e.order_id
 _INSERT_ENTRIES = """
 WITH e AS (
     INSERT INTO ledger_entry (entry_id, order_id, event_key, seller_id, project_id, kind,
-                              amount_minor, currency, rule_version, event_id, available_on,
-                              recorded_at)
-    SELECT e.*, $12::timestamptz
+                              amount_minor, currency, rule_version, event_id, campaign_id,
+                              item_minor, available_on, recorded_at)
+    SELECT e.*, $14::timestamptz
     FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
-                $6::text[], $7::bigint[], $8::text[], $9::int[], $10::uuid[],
-                $11::timestamptz[]) AS e
+                $6::text[], $7::bigint[], $8::text[], $9::int[], $10::uuid[], $11::text[],
+                $12::bigint[], $13::timestamptz[]) AS e
     ON CONFLICT (order_id, event_key) DO NOTHING
     RETURNING entry_id, order_id, kind, available_on
 ), due AS (
     INSERT INTO posting_due (order_id, kafka_partition, available_on)
     SELECT e.order_id, coalesce(p.kafka_partition, -1), e.available_on
-    FROM e LEFT JOIN unnest($13::text[], $14::int[]) AS p (order_id, kafka_partition)
+    FROM e LEFT JOIN unnest($15::text[], $16::int[]) AS p (order_id, kafka_partition)
         USING (order_id)
     WHERE e.kind = 'accrual'
     ON CONFLICT (order_id) DO NOTHING
@@ -150,6 +156,7 @@ async def order_ledgers(conn: Conn, order_ids: Iterable[str]) -> dict[str, Order
             rule_version=row["rule_version"],
             net_minor=row["net_minor"],
             keys=set(row["keys"]),
+            item_minor=row["item_minor"],
             available_on=row["available_on"],
             posted=row["posted"],
         )
@@ -188,6 +195,8 @@ async def insert_entries(
         [e.currency for e in entries],
         [e.rule_version for e in entries],
         [e.event_id for e in entries],
+        [e.campaign_id for e in entries],
+        [e.item_minor for e in entries],
         [e.available_on for e in entries],
         recorded_at,
         list(partitions),
@@ -197,17 +206,19 @@ async def insert_entries(
 
 
 _ENTRY_COLUMNS = """seq, entry_id, order_id, seller_id, project_id, kind, amount_minor, currency,
-rule_version, recorded_at, available_on"""
+rule_version, campaign_id, recorded_at, available_on"""
 _ORDER_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM ledger_entry WHERE order_id = $1 ORDER BY seq"
+# A seller's statement is its own donations: sponsors' matches on its orders are not in it.
 _SELLER_ENTRIES = f"""
 SELECT {_ENTRY_COLUMNS} FROM ledger_entry
-WHERE seller_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+WHERE seller_id = $1 AND seq > $2 AND kind IN ('accrual', 'reversal') ORDER BY seq LIMIT $3
 """
 # numeric: a seller's entries (each at most 10^15) can sum past bigint's 2^63.
 _SELLER_TOTALS = """
 SELECT currency,
        sum(CASE kind WHEN 'accrual' THEN amount_minor ELSE -amount_minor END) AS net_minor
-FROM ledger_entry WHERE seller_id = $1 GROUP BY currency ORDER BY currency
+FROM ledger_entry WHERE seller_id = $1 AND kind IN ('accrual', 'reversal')
+GROUP BY currency ORDER BY currency
 """
 
 
@@ -225,17 +236,132 @@ async def seller_totals(conn: Conn, seller_id: str) -> list[asyncpg.Record]:
     return list(await conn.fetch(_SELLER_TOTALS, seller_id))
 
 
+# --- campaigns -------------------------------------------------------------------------
+
+_CAMPAIGN_COLUMNS = """campaign_id, sponsor, project_id, ratio_bp, per_item_minor,
+per_order_cap_minor, budget_minor, currency, starts_at, ends_at, sellers, closed_at,
+matched_minor"""
+_INSERT_CAMPAIGN = f"""
+INSERT INTO campaign ({_CAMPAIGN_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, 0)
+ON CONFLICT (campaign_id) DO NOTHING
+RETURNING {_CAMPAIGN_COLUMNS}
+"""
+_CAMPAIGN = f"SELECT {_CAMPAIGN_COLUMNS} FROM campaign WHERE campaign_id = $1"
+_CAMPAIGNS = f"""
+SELECT {_CAMPAIGN_COLUMNS} FROM campaign
+WHERE campaign_id > $1 AND ($2::uuid IS NULL OR project_id = $2)
+ORDER BY campaign_id LIMIT $3
+"""
+_CLOSE_CAMPAIGN = f"""
+UPDATE campaign SET closed_at = coalesce(closed_at, $2::timestamptz)
+WHERE campaign_id = $1
+RETURNING {_CAMPAIGN_COLUMNS}
+"""
+# One statement, a fixed lock order (campaign_id): two consumers never deadlock here.
+_LOCK_PROJECT_CAMPAIGNS = f"""
+SELECT {_CAMPAIGN_COLUMNS} FROM campaign WHERE project_id = ANY($1::uuid[])
+ORDER BY campaign_id FOR UPDATE
+"""
+_ORDER_MATCHES = """
+SELECT order_id, campaign_id,
+       sum(CASE kind WHEN 'match' THEN amount_minor ELSE -amount_minor END)::bigint AS left_minor
+FROM ledger_entry
+WHERE order_id = ANY($1::text[]) AND kind IN ('match', 'match_reversal')
+GROUP BY order_id, campaign_id
+"""
+_ADD_MATCHED = """
+UPDATE campaign AS c SET matched_minor = c.matched_minor + d.delta
+FROM unnest($1::text[], $2::bigint[]) AS d (campaign_id, delta)
+WHERE c.campaign_id = d.campaign_id
+"""
+
+
+def campaign_from_row(row: asyncpg.Record) -> Campaign:
+    sellers = row["sellers"]
+    return Campaign(
+        campaign_id=row["campaign_id"],
+        sponsor=row["sponsor"],
+        project_id=row["project_id"],
+        ratio_bp=row["ratio_bp"],
+        per_item_minor=row["per_item_minor"],
+        per_order_cap_minor=row["per_order_cap_minor"],
+        budget_minor=row["budget_minor"],
+        currency=row["currency"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        sellers=tuple(sellers) if sellers is not None else None,
+        closed_at=row["closed_at"],
+        matched_minor=row["matched_minor"],
+    )
+
+
+async def insert_campaign(conn: Conn, c: Campaign) -> Campaign | None:
+    """Adds ``c``; None if a campaign with its id exists already."""
+    row = await conn.fetchrow(
+        _INSERT_CAMPAIGN,
+        c.campaign_id,
+        c.sponsor,
+        c.project_id,
+        c.ratio_bp,
+        c.per_item_minor,
+        c.per_order_cap_minor,
+        c.budget_minor,
+        c.currency,
+        c.starts_at,
+        c.ends_at,
+        list(c.sellers) if c.sellers is not None else None,
+    )
+    return campaign_from_row(row) if row is not None else None
+
+
+async def campaign(conn: Conn, campaign_id: str) -> Campaign | None:
+    row = await conn.fetchrow(_CAMPAIGN, campaign_id)
+    return campaign_from_row(row) if row is not None else None
+
+
+async def campaigns(
+    conn: Conn, after_id: str, project_id: uuid.UUID | None, limit: int
+) -> list[Campaign]:
+    return [campaign_from_row(r) for r in await conn.fetch(_CAMPAIGNS, after_id, project_id, limit)]
+
+
+async def close_campaign(conn: Conn, campaign_id: str, at: datetime) -> Campaign | None:
+    row = await conn.fetchrow(_CLOSE_CAMPAIGN, campaign_id, at)
+    return campaign_from_row(row) if row is not None else None
+
+
+async def lock_project_campaigns(conn: Conn, project_ids: Iterable[uuid.UUID]) -> list[Campaign]:
+    """Every campaign of ``project_ids``, locked until the transaction ends."""
+    return [
+        campaign_from_row(r) for r in await conn.fetch(_LOCK_PROJECT_CAMPAIGNS, list(project_ids))
+    ]
+
+
+async def order_matches(conn: Conn, order_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Per order, what each campaign's matches still have unreversed, in one query."""
+    left: dict[str, dict[str, int]] = {}
+    for row in await conn.fetch(_ORDER_MATCHES, list(order_ids)):
+        left.setdefault(row["order_id"], {})[row["campaign_id"]] = row["left_minor"]
+    return left
+
+
+async def add_matched(conn: Conn, deltas: dict[str, int]) -> None:
+    """Moves each campaign's matched_minor by its delta, in one statement."""
+    if deltas:
+        await conn.execute(_ADD_MATCHED, list(deltas), list(deltas.values()))
+
+
 # --- transparency log -----------------------------------------------------------------
 
 # The salt of an order is made once, by the first batch that logs one of its entries:
 # 16 bytes of SHA-256 over two random UUIDs (PostgreSQL's strong random source). The
 # salts made now come back through RETURNING (the statement's snapshot cannot see them).
-# UUIDs come as text (as the leaves write them). campaign_id: NULL until the ledger has
-# the column (then: ``campaign_id::text``).
+# UUIDs come as text (as the leaves write them); campaign_id is null but on matches.
 _LEDGER_LEAF_ROWS = """
 WITH e AS (
     SELECT seq, entry_id::text, order_id, kind, amount_minor, currency, project_id::text,
-           seller_id, rule_version, NULL::text AS campaign_id, recorded_at
+           seller_id, rule_version, campaign_id, recorded_at
     FROM ledger_entry WHERE seq = ANY($1::bigint[])
 ), made AS (
     INSERT INTO order_salt (order_id, salt)
@@ -326,7 +452,7 @@ WITH safe AS (
 ), net AS (
     SELECT e.order_id, min(e.seller_id) AS seller_id, (array_agg(e.project_id))[1] AS project_id,
            min(e.currency) AS currency,
-           -- every kind adds but the reversals (matches, once they exist, add too)
+           -- every kind adds but the reversals (matches add, match reversals subtract)
            sum(CASE WHEN e.kind IN ('reversal', 'match_reversal') THEN -e.amount_minor
                     ELSE e.amount_minor END)::bigint AS posted_minor
     FROM ledger_entry e JOIN due USING (order_id)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal, NamedTuple
@@ -36,6 +36,8 @@ class RuleVersion:
     currency: str
     active: bool
     effective_from: datetime
+    # item_id -> donation per unit sold of that item (``per_item``); versioned with the rule
+    per_item: Mapping[str, int] = field(default_factory=dict)
 
 
 class Outcome(StrEnum):
@@ -48,19 +50,25 @@ class Outcome(StrEnum):
 
 # NamedTuples, not frozen dataclasses: these are built once per event on the hot path.
 class Decision(NamedTuple):
-    """What an order.completed yields: an amount (0 unless DONATED) and the rule used."""
+    """What an order.completed yields: an amount (0 unless DONATED), the rule used, and the
+    part of the amount that came from ``per_item`` (after the cap at the order total)."""
 
     outcome: Outcome
     amount_minor: int
     rule: RuleVersion | None
+    item_minor: int = 0
 
 
 class OrderFacts(NamedTuple):
-    """The parts of an order the computation reads (from order.completed or order.refunded)."""
+    """The parts of an order the computation reads (from order.completed or order.refunded).
+
+    ``items`` are (item_id, quantity) pairs; an item may appear on several lines.
+    """
 
     currency: str
     total_minor: int
     placed_at: datetime
+    items: Sequence[tuple[str, int]] = ()
 
 
 def rule_at(history: Sequence[RuleVersion], at: datetime) -> RuleVersion | None:
@@ -104,8 +112,21 @@ def percent_amount(rule: RuleVersion, base_minor: int) -> int:
     return max(0, amount)
 
 
+def item_amount(rule: RuleVersion, items: Sequence[tuple[str, int]]) -> int:
+    """The ``per_item`` part before any cap: ``quantity * amount_minor`` over listed items."""
+    per_item = rule.per_item
+    if not per_item:
+        return 0
+    return sum(per_item.get(item_id, 0) * max(0, quantity) for item_id, quantity in items)
+
+
 def compute_donation(order: OrderFacts, history: Sequence[RuleVersion]) -> Decision:
-    """The accrual an order.completed makes under the seller's rule ``history``."""
+    """The accrual an order.completed makes under the seller's rule ``history``.
+
+    The order part (``mode``) plus the item part, capped at the order total once, here.
+    The cap is taken off the item part (the order part alone never exceeds the total),
+    so ``item_minor`` is what a partial refund must leave alone.
+    """
     rule = rule_at(history, order.placed_at)
     if rule is None:
         return Decision(Outcome.NO_RULE, 0, None)
@@ -113,26 +134,37 @@ def compute_donation(order: OrderFacts, history: Sequence[RuleVersion]) -> Decis
         return Decision(Outcome.INACTIVE, 0, rule)
     if rule.currency != order.currency:
         return Decision(Outcome.CURRENCY_MISMATCH, 0, rule)
-    amount = apply_rule(rule, order.total_minor)
-    return Decision(Outcome.DONATED if amount > 0 else Outcome.ZERO, amount, rule)
+    order_part = apply_rule(rule, order.total_minor)
+    amount = min(order_part + item_amount(rule, order.items), max(0, order.total_minor))
+    outcome = Outcome.DONATED if amount > 0 else Outcome.ZERO
+    return Decision(outcome, amount, rule, amount - order_part)
 
 
 def refund_reversal(
-    rule: RuleVersion, total_minor: int, refunded_total_minor: int, net_minor: int
+    rule: RuleVersion,
+    total_minor: int,
+    refunded_total_minor: int,
+    net_minor: int,
+    item_minor: int = 0,
 ) -> int:
-    """The reversal an order.refunded makes, given the order's current net donation.
+    """The reversal an order.refunded makes, given the order's current net donation and
+    the item part (``item_minor``) of its accrual.
 
-    ``percent``: the net becomes the rule applied to what was not refunded (clamped to
-    its min/max, with no second cap at that remainder), and the difference is reversed.
-    ``fixed``: only a full refund reverses, and then all of it. The net never goes below
-    0, and a refund never adds to the donation.
+    The order part follows the rule: ``percent``: it becomes the rule applied to what was
+    not refunded (clamped to its min/max, with no second cap at that remainder), and the
+    difference is reversed; ``fixed``: only a full refund reverses it. The item part is
+    reversed only by a full refund, and then all of it. The net never goes below 0, and a
+    refund never adds to the donation.
     """
     if net_minor <= 0:
         return 0
+    full = refunded_total_minor >= total_minor
     if rule.mode == "fixed":
-        return net_minor if refunded_total_minor >= total_minor else 0
+        return net_minor if full else 0
+    item_net = min(max(0, item_minor), net_minor)
     target = percent_amount(rule, max(0, total_minor - refunded_total_minor))
-    return max(0, net_minor - target)
+    reversal = max(0, net_minor - item_net - target)
+    return min(net_minor, reversal + (item_net if full else 0))
 
 
 def refund_key(refund_id: str) -> str:

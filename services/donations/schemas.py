@@ -1,4 +1,5 @@
-"""Request and response bodies of the donations API: rules, statements, receipts."""
+"""Request and response bodies of the donations API: rules, statements, receipts,
+matching campaigns."""
 
 from __future__ import annotations
 
@@ -8,10 +9,26 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.money import MinorAmount
+from shared.money import MAX_MINOR, MinorAmount
+from shared.types import Text, Timestamp
 
 BasisPoints = Annotated[int, Field(ge=1, le=10_000, strict=True)]
 _DESCRIBED = ConfigDict(use_attribute_docstrings=True)
+MAX_PER_ITEM = 1000
+ItemId = Annotated[Text, Field(min_length=1, max_length=64)]
+CampaignId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+SellerId = Annotated[Text, Field(min_length=1, max_length=64)]
+
+
+class PerItem(BaseModel):
+    """A donation of ``amount_minor`` per unit sold of ``item_id``."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    item_id: ItemId
+    """The item's id, as on the order's items."""
+    amount_minor: MinorAmount
+    """The donation per unit sold, in minor units."""
 
 
 class RuleIn(BaseModel):
@@ -48,6 +65,8 @@ class RuleIn(BaseModel):
     """Largest donation of a ``percent`` rule in minor units."""
     active: Annotated[bool, Field(strict=True)]
     """A JSON boolean; ``false`` pauses donations from the next order on."""
+    per_item: Annotated[list[PerItem], Field(max_length=MAX_PER_ITEM)] = []
+    """Donations per unit sold of listed items (at most 1000, each item once)."""
 
 
 class RuleOut(BaseModel):
@@ -77,6 +96,8 @@ class RuleOut(BaseModel):
     """Whether the version donates."""
     effective_from: datetime
     """When this version took effect (the server's clock, UTC)."""
+    per_item: list[PerItem]
+    """Donations per unit sold of listed items."""
 
 
 class RuleVersionsOut(BaseModel):
@@ -97,12 +118,15 @@ class ReceiptEntryOut(BaseModel):
 
     entry_id: uuid.UUID
     """The entry's id (derived from the order event, so replays do not repeat it)."""
-    kind: Literal["accrual", "reversal"]
-    """``accrual`` adds to the donation, ``reversal`` (a refund) takes back."""
+    kind: Literal["accrual", "reversal", "match", "match_reversal"]
+    """``accrual`` adds to the donation, ``reversal`` (a refund) takes back; ``match`` and
+    ``match_reversal`` are a sponsor's."""
     amount_minor: int
     """The entry's amount in minor units (never negative)."""
-    rule_version: int
-    """The rule version in effect when the order was placed."""
+    rule_version: int | None
+    """The rule version in effect when the order was placed; null for matches."""
+    campaign_id: str | None
+    """The matching campaign, for matches; null otherwise."""
     recorded_at: datetime
     """When the ledger recorded the entry (UTC)."""
     available_on: datetime | None  # accruals: when the return window closes
@@ -110,7 +134,8 @@ class ReceiptEntryOut(BaseModel):
 
 
 class ReceiptOut(BaseModel):
-    """The public receipt of the donation one order made."""
+    """The public receipt of the donation one order made: ``net_minor`` is the seller's
+    donation, ``matched_minor`` what sponsors added."""
 
     model_config = _DESCRIBED
 
@@ -124,6 +149,8 @@ class ReceiptOut(BaseModel):
     """The currency of every amount."""
     net_minor: int
     """Accruals minus reversals, in minor units."""
+    matched_minor: int
+    """Sponsors' matches minus match reversals, in minor units."""
     # pending until the posting is recorded (after available_on), then posted
     status: Literal["pending", "posted"]
     """Where the money is in its life cycle."""
@@ -183,6 +210,102 @@ class StatementOut(BaseModel):
     """The cursor of the next page; null on the last page."""
     totals: list[CurrencyTotalOut]
     """The seller's net per currency over all its entries (not just this page)."""
+
+
+class CampaignIn(BaseModel):
+    """A sponsor's matching campaign to create (admin); idempotent by ``campaign_id``.
+    Cross-field checks (a positive ratio or per item amount, the window) are in service.py."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "campaign_id": "biostime-2026-children",
+                    "sponsor": "Biostime Foundation",
+                    "project_id": "ecda2775-eaee-48a6-ac70-7269fb2507d9",
+                    "ratio_bp": 10000,
+                    "per_item_minor": 100,
+                    "per_order_cap_minor": 2000,
+                    "budget_minor": 10000000,
+                    "starts_at": "2026-12-01T00:00:00Z",
+                    "ends_at": "2027-01-01T00:00:00Z",
+                    "sellers": ["shop-42"],
+                }
+            ]
+        },
+    )
+
+    campaign_id: CampaignId
+    """The campaign's id, chosen by the admin (``[A-Za-z0-9._:-]``, at most 64)."""
+    sponsor: Annotated[Text, Field(min_length=1, max_length=200)]
+    """Who pays the matches."""
+    project_id: uuid.UUID
+    """The project whose donations are matched (must exist and be active)."""
+    ratio_bp: Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+    """Match in basis points of the accrual (10000 = 1:1), half up."""
+    per_item_minor: MinorAmount = 0
+    """Match per unit in the order (the sum of item quantities), in minor units."""
+    per_order_cap_minor: MinorAmount | None = None
+    """Most one order's match can be, in minor units; null for no cap."""
+    budget_minor: Annotated[int, Field(ge=1, le=MAX_MINOR, strict=True)]
+    """The budget in minor units; never exceeded."""
+    starts_at: Timestamp
+    """Orders placed from this instant on are matched."""
+    ends_at: Timestamp
+    """Orders placed before this instant are matched; after ``starts_at`` and now."""
+    sellers: Annotated[list[SellerId], Field(min_length=1, max_length=1000)] | None = None
+    """Only these sellers' orders are matched; null for every seller."""
+
+
+class CampaignOut(BaseModel):
+    """A matching campaign with its live budget."""
+
+    model_config = _DESCRIBED
+
+    campaign_id: str
+    """The campaign's id."""
+    sponsor: str
+    """Who pays the matches."""
+    project_id: uuid.UUID
+    """The project whose donations are matched."""
+    ratio_bp: int
+    """Match in basis points of the accrual (10000 = 1:1)."""
+    per_item_minor: int
+    """Match per unit in the order, in minor units."""
+    per_order_cap_minor: int | None
+    """Most one order's match can be; null for no cap."""
+    budget_minor: int
+    """The budget in minor units."""
+    starts_at: datetime
+    """Orders placed from this instant on are matched (UTC)."""
+    ends_at: datetime
+    """Orders placed before this instant are matched (UTC)."""
+    sellers: list[str] | None
+    """Only these sellers' orders are matched; null for every seller."""
+    currency: str
+    """The project's currency: every amount is in it."""
+    matched_minor: int
+    """Matches minus match reversals so far, in minor units."""
+    remaining_minor: int
+    """``budget_minor - matched_minor``."""
+    status: Literal["scheduled", "active", "exhausted", "ended"]
+    """``scheduled`` before ``starts_at``, ``active``, ``exhausted`` (no budget left) or
+    ``ended`` (past ``ends_at`` or closed)."""
+    closed_at: datetime | None
+    """When an admin closed it; null if not closed."""
+
+
+class CampaignsOut(BaseModel):
+    """A page of campaigns in ``campaign_id`` order."""
+
+    model_config = _DESCRIBED
+
+    items: list[CampaignOut]
+    """The campaigns on this page."""
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next page; null at the end."""
 
 
 class OrderProofEntryOut(BaseModel):

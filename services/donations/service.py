@@ -1,22 +1,30 @@
 """The donations service layer: the rule API's use cases (validation, the project check
-with the charities service, versioning) and the ledger reads. Owns the transactions and
+with the charities service, versioning), the matching campaigns' use cases, and the
+ledger reads. Owns the transactions and
 raises domain errors; no SQL, no HTTP.
 
-Donation arithmetic is in rules.py and the batch planning of the consumer in ledger.py.
+Donation arithmetic is in rules.py, the batch planning of the consumer in ledger.py, and
+matching (with why a campaign's budget is never exceeded) in matching.py.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from services.donations import repository
-from services.donations.charities import CharitiesClient, CharitiesUnavailable
+from services.donations.charities import CharitiesClient, CharitiesUnavailable, ProjectInfo
 from services.donations.log import LEDGER_TABLE
+from services.donations.matching import Campaign, campaign_status
 from services.donations.rules import RuleVersion
 from services.donations.schemas import (
+    CampaignIn,
+    CampaignOut,
+    CampaignsOut,
     CurrencyTotalOut,
     OrderProofEntryOut,
     OrderProofOut,
+    PerItem,
     ReceiptEntryOut,
     ReceiptOut,
     RuleIn,
@@ -31,12 +39,13 @@ from shared.observability import get_logger
 from shared.pagination import (
     INT4_MAX,
     INT8_MAX,
+    InvalidCursor,
     cursor_int,
     decode_cursor,
     encode_cursor,
     split_page,
 )
-from shared.problems import Invalid, NotFound, Unavailable
+from shared.problems import Conflict, Invalid, NotFound, Unavailable
 from shared.tlog import store
 from shared.tlog.api import LogReader, b64
 
@@ -53,6 +62,15 @@ class RuleNotFound(NotFound):
 class DonationNotFound(NotFound):
     def __init__(self, order_id: str) -> None:
         super().__init__("donation of order", order_id)
+
+
+class CampaignNotFound(NotFound):
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__("campaign", campaign_id)
+
+
+class CampaignConflict(Conflict):
+    title = "Campaign exists with other terms"
 
 
 class ProofNotReady(Unavailable):
@@ -89,9 +107,14 @@ def rule_errors(body: RuleIn) -> list[tuple[str, str]]:
     def error(field: str, message: str) -> None:
         errors.append((field, message))
 
+    seen: set[str] = set()
+    for n, item in enumerate(body.per_item):
+        if item.item_id in seen:
+            error(f"per_item.{n}.item_id", f"item {item.item_id!r} is listed twice")
+        seen.add(item.item_id)
     if body.mode == "fixed":
         if body.amount_minor is None:
-            error("amount_minor", "required when mode is 'fixed'")
+            error("amount_minor", "required when mode is 'fixed' (0 for an item-only rule)")
         elif body.amount_minor < 0:  # 0: an item-only rule, no order amount
             error("amount_minor", "must not be negative")
         for name in ("basis_points", "min_minor", "max_minor"):
@@ -121,6 +144,7 @@ def _same_terms(a: RuleVersion, b: RuleVersion) -> bool:
         a.max_minor,
         a.currency,
         a.active,
+        dict(a.per_item),
     ) == (
         b.project_id,
         b.mode,
@@ -130,6 +154,7 @@ def _same_terms(a: RuleVersion, b: RuleVersion) -> bool:
         b.max_minor,
         b.currency,
         b.active,
+        dict(b.per_item),
     )
 
 
@@ -146,6 +171,67 @@ def _rule_out(rule: RuleVersion) -> RuleOut:
         currency=rule.currency,
         active=rule.active,
         effective_from=rule.effective_from,
+        per_item=[
+            PerItem(item_id=item_id, amount_minor=amount)
+            for item_id, amount in sorted(rule.per_item.items())
+        ],
+    )
+
+
+def campaign_errors(body: CampaignIn) -> list[tuple[str, str]]:
+    """What a campaign body must satisfy beyond its fields' own types (empty when valid);
+    ``ends_at`` after now is checked separately (a repeated create stays a repeat)."""
+    errors: list[tuple[str, str]] = []
+    if body.ratio_bp <= 0 and body.per_item_minor <= 0:
+        errors.append(("ratio_bp", "ratio_bp or per_item_minor must be positive"))
+    if body.ends_at <= body.starts_at:
+        errors.append(("ends_at", "must be after starts_at"))
+    if body.sellers is not None and len(set(body.sellers)) != len(body.sellers):
+        errors.append(("sellers", "a seller is listed twice"))
+    return errors
+
+
+def _same_campaign(stored: Campaign, body: CampaignIn) -> bool:
+    return (
+        stored.sponsor,
+        stored.project_id,
+        stored.ratio_bp,
+        stored.per_item_minor,
+        stored.per_order_cap_minor,
+        stored.budget_minor,
+        stored.starts_at,
+        stored.ends_at,
+        stored.sellers,
+    ) == (
+        body.sponsor,
+        body.project_id,
+        body.ratio_bp,
+        body.per_item_minor,
+        body.per_order_cap_minor,
+        body.budget_minor,
+        body.starts_at,
+        body.ends_at,
+        tuple(body.sellers) if body.sellers is not None else None,
+    )
+
+
+def _campaign_out(c: Campaign, now: datetime) -> CampaignOut:
+    return CampaignOut(
+        campaign_id=c.campaign_id,
+        sponsor=c.sponsor,
+        project_id=c.project_id,
+        ratio_bp=c.ratio_bp,
+        per_item_minor=c.per_item_minor,
+        per_order_cap_minor=c.per_order_cap_minor,
+        budget_minor=c.budget_minor,
+        starts_at=c.starts_at,
+        ends_at=c.ends_at,
+        sellers=list(c.sellers) if c.sellers is not None else None,
+        currency=c.currency,
+        matched_minor=c.matched_minor,
+        remaining_minor=c.remaining_minor,
+        status=campaign_status(c, now),
+        closed_at=c.closed_at,
     )
 
 
@@ -166,19 +252,7 @@ class DonationService:
         errors = rule_errors(body)
         if errors:
             raise Invalid(errors)
-        try:
-            project = await self._charities.project(body.project_id)
-        except CharitiesUnavailable as exc:
-            # The reason (hosts, ports, exception text) goes to the log, not to the client.
-            log.warning("project check failed", project_id=str(body.project_id), error=str(exc))
-            raise ProjectCheckUnavailable(
-                "the charities service could not be asked whether the project exists; "
-                "no rule was recorded, try again later"
-            ) from exc
-        if project is None:
-            raise Invalid([("project_id", f"project {body.project_id} does not exist")])
-        if not project.active:
-            raise Invalid([("project_id", f"project {body.project_id} is {project.status}")])
+        project = await self._active_project(body.project_id)
         async with self._pool.acquire() as conn, conn.transaction():
             await repository.lock_seller_rule(conn, seller_id)
             current = await repository.current_rule(conn, seller_id)
@@ -194,6 +268,7 @@ class DonationService:
                 currency=project.currency,
                 active=body.active,
                 effective_from=datetime.now(UTC),  # replaced by the database clock
+                per_item={item.item_id: item.amount_minor for item in body.per_item},
             )
             if current is not None and _same_terms(current, candidate):
                 return _rule_out(current)
@@ -201,6 +276,24 @@ class DonationService:
                 conn, candidate, current.effective_from if current is not None else None
             )
         return _rule_out(stored)
+
+    async def _active_project(self, project_id: uuid.UUID) -> ProjectInfo:
+        """The project, if the charities service says it exists and is active (else 422;
+        503 if it cannot say)."""
+        try:
+            project = await self._charities.project(project_id)
+        except CharitiesUnavailable as exc:
+            # The reason (hosts, ports, exception text) goes to the log, not to the client.
+            log.warning("project check failed", project_id=str(project_id), error=str(exc))
+            raise ProjectCheckUnavailable(
+                "the charities service could not be asked whether the project exists; "
+                "nothing was recorded, try again later"
+            ) from exc
+        if project is None:
+            raise Invalid([("project_id", f"project {project_id} does not exist")])
+        if not project.active:
+            raise Invalid([("project_id", f"project {project_id} is {project.status}")])
+        return project
 
     async def rule(self, principal: Principal, seller_id: str) -> RuleOut:
         ensure_seller(principal, seller_id)
@@ -267,7 +360,10 @@ class DonationService:
         if not rows:
             raise DonationNotFound(order_id)
         first = rows[0]
-        net = sum(r["amount_minor"] if r["kind"] == "accrual" else -r["amount_minor"] for r in rows)
+        sign = {"accrual": 1, "reversal": -1}
+        net = sum(sign.get(r["kind"], 0) * r["amount_minor"] for r in rows)
+        match_sign = {"match": 1, "match_reversal": -1}
+        matched = sum(match_sign.get(r["kind"], 0) * r["amount_minor"] for r in rows)
         available_on = max(
             (r["available_on"] for r in rows if r["available_on"] is not None), default=None
         )
@@ -277,6 +373,7 @@ class DonationService:
             project_id=first["project_id"],
             currency=first["currency"],
             net_minor=net,
+            matched_minor=matched,
             status="posted" if posting is not None else "pending",
             available_on=available_on,
             final=posting is not None
@@ -287,12 +384,96 @@ class DonationService:
                     kind=r["kind"],
                     amount_minor=r["amount_minor"],
                     rule_version=r["rule_version"],
+                    campaign_id=r["campaign_id"],
                     recorded_at=r["recorded_at"],
                     available_on=r["available_on"],
                 )
                 for r in rows
             ],
         )
+
+    # --- matching campaigns --------------------------------------------------------------
+
+    async def create_campaign(self, body: CampaignIn) -> tuple[CampaignOut, bool]:
+        """Creates the campaign (True) or returns the one with its id if the body is the
+        same (False); another body under that id is a conflict."""
+        errors = campaign_errors(body)
+        if errors:
+            raise Invalid(errors)
+        async with self._pool.acquire() as conn:
+            existing = await repository.campaign(conn, body.campaign_id)
+        if existing is not None:
+            return self._repeat(existing, body), False
+        now = datetime.now(UTC)
+        if body.ends_at <= now:
+            raise Invalid([("ends_at", "must be in the future")])
+        project = await self._active_project(body.project_id)
+        candidate = Campaign(
+            campaign_id=body.campaign_id,
+            sponsor=body.sponsor,
+            project_id=body.project_id,
+            ratio_bp=body.ratio_bp,
+            per_item_minor=body.per_item_minor,
+            per_order_cap_minor=body.per_order_cap_minor,
+            budget_minor=body.budget_minor,
+            currency=project.currency,
+            starts_at=body.starts_at,
+            ends_at=body.ends_at,
+            sellers=tuple(body.sellers) if body.sellers is not None else None,
+            closed_at=None,
+            matched_minor=0,
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await repository.insert_campaign(conn, candidate)
+            if stored is None:  # created concurrently under the same id
+                existing = await repository.campaign(conn, body.campaign_id)
+        if stored is None:
+            assert existing is not None
+            return self._repeat(existing, body), False
+        return _campaign_out(stored, datetime.now(UTC)), True
+
+    @staticmethod
+    def _repeat(existing: Campaign, body: CampaignIn) -> CampaignOut:
+        if not _same_campaign(existing, body):
+            raise CampaignConflict(
+                f"campaign {body.campaign_id!r} exists with other terms",
+            )
+        return _campaign_out(existing, datetime.now(UTC))
+
+    async def campaign(self, campaign_id: str) -> CampaignOut:
+        async with self._pool.acquire() as conn:
+            found = await repository.campaign(conn, campaign_id)
+        if found is None:
+            raise CampaignNotFound(campaign_id)
+        return _campaign_out(found, datetime.now(UTC))
+
+    async def campaigns(
+        self, project_id: uuid.UUID | None, limit: int, cursor: str | None
+    ) -> CampaignsOut:
+        """Campaigns in campaign_id order (optionally of one project)."""
+        after = ""
+        if cursor is not None:
+            position = decode_cursor(cursor)
+            if not isinstance(position, str) or "\x00" in position:
+                raise InvalidCursor()
+            after = position
+        async with self._pool.acquire() as conn:
+            rows = await repository.campaigns(conn, after, project_id, limit + 1)
+        page, more = split_page(rows, limit)
+        now = datetime.now(UTC)
+        return CampaignsOut(
+            items=[_campaign_out(c, now) for c in page],
+            next_cursor=encode_cursor(page[-1].campaign_id) if more else None,
+        )
+
+    async def close_campaign(self, campaign_id: str) -> CampaignOut:
+        """Ends the campaign now: every batch the consumer commits after this matches
+        nothing more for it (the update waits for a batch holding the campaign's lock)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            closed = await repository.close_campaign(conn, campaign_id, datetime.now(UTC))
+        if closed is None:
+            raise CampaignNotFound(campaign_id)
+        return _campaign_out(closed, datetime.now(UTC))
 
     async def order_proof(self, order_id: str) -> OrderProofOut:
         """Every log entry of the order, each with its inclusion proof against one signed

@@ -45,6 +45,7 @@ def test_payload_is_a_donation_recorded_event() -> None:
         "currency": "CNY",
         "rule_version": 3,
         "recorded_at": at,
+        "campaign_id": None,
         "available_on": None,
     }
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.donations.ledger import OrderLedger, OrderMoneyEvent, plan_batch
+from services.donations.matching import Campaign, plan_matches
 from services.donations.posting import UNKNOWN_PARTITION, safe_until
 from services.donations.repository import Position
 from services.donations.rules import RuleVersion, available_on, refund_in_window
@@ -199,3 +200,66 @@ def test_the_safe_point_never_passes_now_minus_grace_unless_events_say_so(
     for p in end_offsets:
         if positions[p].next_offset < end_offsets[p] and positions[p].max_occurred_at is None:
             assert p not in safe
+
+
+def _campaign() -> Campaign:
+    return Campaign(
+        campaign_id="c1",
+        sponsor="Sponsor",
+        project_id=PROJECT,
+        ratio_bp=10_000,
+        per_item_minor=0,
+        per_order_cap_minor=None,
+        budget_minor=1_000,
+        currency="CNY",
+        starts_at=EPOCH,
+        ends_at=EPOCH + timedelta(days=30),
+        sellers=None,
+        closed_at=None,
+        matched_minor=5,
+    )
+
+
+@given(offset_s=st.integers(-3600, 2 * 86_400) | st.integers(-2, 2), posted=st.booleans())
+def test_a_match_reverses_only_inside_the_window_and_before_the_posting(
+    offset_s: int, posted: bool
+) -> None:
+    """A match is final exactly when its order's donation is: a full refund inside the
+    window (and before the posting) takes all of it back, one at or after available_on,
+    or after the posting, takes nothing (no seller reversal, so no match reversal)."""
+    history = {"s1": [rule("fixed", 5)]}
+    ends = EPOCH + WINDOW
+    ledgers = {
+        "o1": OrderLedger(
+            seller_id="s1",
+            project_id=PROJECT,
+            currency="CNY",
+            rule_version=1,
+            net_minor=5,
+            keys={"accrual"},
+            available_on=ends,
+            posted=posted,
+        )
+    }
+    at = ends + timedelta(seconds=offset_s)
+    plan = plan_batch([refunded(1000, 1000, at, "r1")], history, ledgers)
+    matched = plan_matches(
+        plan.entries, plan.accruals, plan.net_before, [_campaign()], {"o1": {"c1": 5}},
+        plan.full_refunds,
+    )  # fmt: skip
+    taken = [(e.kind, e.campaign_id, e.amount_minor) for e in matched.entries]
+    if at < ends and not posted:
+        assert taken == [("match_reversal", "c1", 5)]
+        assert matched.deltas == {"c1": -5}
+    else:
+        assert taken == []
+        assert matched.deltas == {}
+
+
+def test_an_accrual_and_its_match_carry_the_window_on_the_accrual_only() -> None:
+    at = EPOCH + timedelta(hours=3)
+    plan = plan_batch([completed(1000, at)], {"s1": [rule("fixed", 5)]}, {})
+    [match] = plan_matches(plan.entries, plan.accruals, plan.net_before, [_campaign()], {}).entries
+    [accrual] = plan.entries
+    assert (accrual.available_on, match.kind, match.amount_minor) == (at + WINDOW, "match", 5)
+    assert match.available_on is None  # the ledger's CHECK: only accruals carry one

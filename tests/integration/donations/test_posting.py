@@ -30,6 +30,7 @@ from shared.events import TOPIC_LEDGER, TOPIC_ORDERS, encode
 from shared.kafka import Producer
 from tests.conftest import unique
 from tests.integration.donations.conftest import Donations, create_project, publish, put_rule
+from tests.integration.donations.test_campaigns import campaign_body, post_campaign
 from tests.integration.donations.test_consumer import completed, refunded
 from tests.support import eventually, serve
 
@@ -326,3 +327,46 @@ async def test_redelivery_and_more_jobs_never_post_twice(
         "SELECT count(*) FROM posting_due WHERE order_id = ANY($1::text[])", list(ids)
     )
     assert due == 0
+
+
+async def test_matches_follow_the_window_and_are_posted_with_their_order(
+    http: httpx.AsyncClient, windowed: Windowed, order_producer: Producer
+) -> None:
+    """A refund inside the window takes its share of the match back; one after it takes
+    nothing (the match is final with the donation); the posting includes the matches."""
+    w = windowed
+    seller = unique("seller")
+    project = await create_project(http, w.donations.charities_url)
+    await put_rule(http, w.donations, seller, project_id=project, mode="percent", basis_points=1000)
+    body = campaign_body(project, budget_minor=10_000)
+    response = await post_campaign(http, w.donations, body)
+    assert response.status_code == 201, response.text
+    early = completed(unique("order"), seller, 4_000)
+    inside = refunded(early, "r-in", 2_000, 2_000)
+    inside = inside.model_copy(update={"occurred_at": early.order.completed_at})
+    late = completed(unique("order"), seller, 4_000)
+    assert late.order.completed_at is not None
+    after = refunded(late, "r-after", 4_000, 4_000)
+    after = after.model_copy(update={"occurred_at": late.order.completed_at + WINDOW})
+
+    await publish(order_producer, _topic(w), early, inside, late, after)
+
+    halved = await _wait_receipt(http, w, early.order.order_id, status="posted")
+    assert (halved["net_minor"], halved["matched_minor"]) == (200, 200)
+    assert [e["kind"] for e in halved["entries"]] == [
+        "accrual",
+        "match",
+        "reversal",
+        "match_reversal",
+    ]
+    kept = await _wait_receipt(http, w, late.order.order_id, status="posted")
+    assert (kept["net_minor"], kept["matched_minor"], kept["final"]) == (400, 400, True)
+    assert [e["kind"] for e in kept["entries"]] == ["accrual", "match"]
+    assert all(e["available_on"] is None for e in kept["entries"][1:])
+    found = await _posted_events(w, {early.order.order_id, late.order.order_id})
+    assert found[f"{early.order.order_id}:minor"] == 400  # 200 seller's + 200 matched
+    assert found[f"{late.order.order_id}:minor"] == 800
+    campaign = await w.db.fetchval(
+        "SELECT matched_minor FROM campaign WHERE campaign_id = $1", body["campaign_id"]
+    )
+    assert campaign == 600

@@ -41,6 +41,7 @@ async def test_rule_versions_are_kept_newest_first(
         "currency": "CNY",
         "active": True,
         "effective_from": v1["effective_from"],
+        "per_item": [],
     }
     assert datetime.fromisoformat(v1["effective_from"]).utcoffset() is not None
 
@@ -128,6 +129,30 @@ async def test_rule_currency_is_the_projects(http: httpx.AsyncClient, donations:
     [
         ({"mode": "fixed"}, {"amount_minor"}),
         ({"mode": "fixed", "amount_minor": 2, "basis_points": 50}, {"basis_points"}),
+        (
+            {
+                "mode": "fixed",
+                "amount_minor": 0,
+                "per_item": [{"item_id": "a", "amount_minor": 1}] * 2,
+            },
+            {"per_item.1.item_id"},
+        ),
+        (
+            {
+                "mode": "fixed",
+                "amount_minor": 0,
+                "per_item": [{"item_id": f"i{n}", "amount_minor": 1} for n in range(1001)],
+            },
+            {"per_item"},
+        ),
+        (
+            {
+                "mode": "fixed",
+                "amount_minor": 0,
+                "per_item": [{"item_id": "a", "amount_minor": -1}],
+            },
+            {"per_item.0.amount_minor"},
+        ),
         ({"mode": "fixed", "amount_minor": -1}, {"amount_minor"}),
         ({"mode": "fixed", "amount_minor": 1.5}, {"amount_minor"}),
         ({"mode": "percent"}, {"basis_points"}),
