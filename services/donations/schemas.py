@@ -23,7 +23,11 @@ SellerId = Annotated[Text, Field(min_length=1, max_length=64)]
 class PerItem(BaseModel):
     """A donation of ``amount_minor`` per unit sold of ``item_id``."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={"examples": [{"item_id": "school-bag", "amount_minor": 100}]},
+    )
 
     item_id: ItemId
     """The item's id, as on the order's items."""
