@@ -44,6 +44,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from shared.db import Conn
 from shared.kafka import Producer
 from shared.observability import get_logger
+from shared.waiting import wait_at_most
 
 log = get_logger(__name__)
 
@@ -304,14 +305,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def _wait_for_work(self) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=self._idle_poll)
-        except TimeoutError:
-            pass
+        await wait_at_most(self._wake, self._idle_poll)
         self._wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        await wait_at_most(self._stopping, seconds)

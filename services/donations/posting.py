@@ -71,6 +71,7 @@ from shared.db import Pool
 from shared.events import DONATION_POSTED, DonationPosted, encode
 from shared.observability import get_logger
 from shared.outbox import OutboxMessage, enqueue
+from shared.waiting import wait_at_most
 
 log = get_logger(__name__)
 
@@ -221,7 +222,4 @@ class PostingJob:
         return {tp.partition: offset for tp, offset in ends.items()}
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        await wait_at_most(self._stopping, seconds)

@@ -49,6 +49,7 @@ from shared.tlog.hashing import (
     tree_hash_indexes,
 )
 from shared.tlog.note import Signer
+from shared.waiting import wait_at_most
 
 log = get_logger(__name__)
 
@@ -238,14 +239,8 @@ class Sequencer:
         self._wake.set()
 
     async def _wait_for_work(self) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
-        except TimeoutError:
-            pass
+        await wait_at_most(self._wake, self._poll)
         self._wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        await wait_at_most(self._stopping, seconds)
