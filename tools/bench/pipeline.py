@@ -3,6 +3,9 @@
 - ``pipeline.orders_per_s``: N completed orders posted through ``POST /v1/orders/batch``
   as fast as the API takes them; from the first request to the moment the project's
   total counts all N.
+- ``pipeline.cpu_ms_per_order.<stage>`` and ``pipeline.cpu_ms_per_order``: the CPU each
+  stage of the stack (orders, donations, charities, Kafka, PostgreSQL; ``tools.bench.cpu``)
+  and this client used during the throughput phase, per order; the sum is the whole.
 - ``pipeline.freshness_p50_ms`` / ``_p99_ms``: at a steady 2,000 orders/s (a batch of
   100 every 50 ms), the time from each batch's 2xx to the first totals read that
   includes it (polled every 10 ms with If-None-Match).
@@ -21,7 +24,7 @@ from typing import Any
 import httpx
 
 from shared.auth import Role, issue_token
-from tools.bench import Figure
+from tools.bench import Figure, cpu
 
 ORDERS = "http://127.0.0.1:8001"
 DONATIONS = "http://127.0.0.1:8002"
@@ -46,6 +49,9 @@ class Pipeline:
         self.storefront = _headers(Role.STOREFRONT, self.sellers)
         self.project_id = ""
         self.posted = 0
+        self.stages: dict[str, list[int]] = {}
+        self.cpu_before: dict[str, float] = {}
+        self.cpu_ms: dict[str, float] = {}
 
     async def setup(self) -> None:
         admin = _headers(Role.ADMIN, [])
@@ -113,6 +119,9 @@ class Pipeline:
     async def throughput(self) -> float:
         batches = [self.orders(BATCH) for _ in range(THROUGHPUT_ORDERS // BATCH)]
         target = self.posted
+        self.stages = cpu.stage_processes()
+        self.stages["bench_client"] = [os.getpid()]
+        self.cpu_before = cpu.sample(self.stages)
         started = time.perf_counter()
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
         for batch in batches:
@@ -128,7 +137,9 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError("the pipeline did not drain within 600 s")
             await asyncio.sleep(0.05)
-        return THROUGHPUT_ORDERS / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.cpu_ms = cpu.per_item_ms(self.cpu_before, cpu.sample(self.stages), THROUGHPUT_ORDERS)
+        return THROUGHPUT_ORDERS / elapsed
 
     async def freshness(self) -> list[float]:
         acked: list[tuple[int, float]] = []  # (cumulative count, time of 2xx)
@@ -169,8 +180,14 @@ async def run() -> list[Figure]:
         per_s = await pipeline.throughput()
         fresh = sorted(await pipeline.freshness())
     p99 = fresh[min(len(fresh) - 1, int(len(fresh) * 0.99))]
+    stage_cpu = [
+        Figure(f"pipeline.cpu_ms_per_order.{stage}", ms, "ms")
+        for stage, ms in sorted(pipeline.cpu_ms.items())
+    ]
     return [
         Figure("pipeline.orders_per_s", per_s, "orders/s"),
+        *stage_cpu,
+        Figure("pipeline.cpu_ms_per_order", sum(pipeline.cpu_ms.values()), "ms"),
         Figure("pipeline.freshness_p50_ms", statistics.median(fresh) * 1000, "ms"),
         Figure("pipeline.freshness_p99_ms", p99 * 1000, "ms"),
     ]
