@@ -170,6 +170,7 @@ standby_folder() { if [ -L "$standby_link" ]; then readlink -f "$standby_link"; 
 standby_stop() {
   local svar
   svar=$(standby_folder)
+  [ -f "$svar/data/PG_VERSION" ] || return 0  # no standby here: nothing to say
   bin=$(find_bin) || { echo "postgres: not installed"; return 0; }
   if running_in "$svar"; then
     as_server_user "$bin/pg_ctl" -D "$svar/data" -m fast -w stop >/dev/null

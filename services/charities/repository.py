@@ -315,7 +315,8 @@ async def replay_status(conn: Conn) -> Row:
 async def wal_bytes_behind(conn: Conn, replayed: str) -> int:
     """How many bytes of the primary's WAL lie beyond ``replayed`` (0 when none)."""
     behind: int = await conn.fetchval(
-        "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn), 0)::bigint", replayed
+        "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn), 0)::bigint",
+        replayed,
     )
     return behind
 
