@@ -79,7 +79,7 @@ token: $(STAMP) ## print a JWT: make token ROLE=seller SELLERS=s1,s2 | ROLE=char
 
 bench: run ## benchmarks (REPEAT=3 for medians); prints `bench <name> <value> <unit>`
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
-	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(if $(REPLICA),GFG_REPLICA=1) $(KAFKA_ENV) $(PY) -m tools.bench --repeat $(or $(REPEAT),1)
+	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(KAFKA_ENV) $(PY) -m tools.bench --repeat $(or $(REPEAT),1)
 
 simulate: run ## stream a simulated marketplace through the running stack and check totals
 	@GFG_JWT_SECRET=$$(deploy/services.sh secret) $(KAFKA_ENV) $(PY) -m tools.simulate $(ARGS)

@@ -174,7 +174,7 @@ standby_stop() {
   bin=$(find_bin) || { echo "postgres: not installed"; return 0; }
   if running_in "$svar"; then
     as_server_user "$bin/pg_ctl" -D "$svar/data" -m fast -w stop >/dev/null
-    echo "postgres: standby stopped (its slot $slot keeps WAL on the primary until it returns)"
+    echo "postgres: standby stopped${1:- (its slot $slot keeps WAL on the primary until it returns)}"
   else
     echo "postgres: standby not running"
   fi
@@ -184,9 +184,14 @@ standby_stop() {
 standby_remove() {
   local svar
   svar=$(standby_folder)
-  standby_stop
+  standby_stop ""
   if running; then
-    primary_sql "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null
+    # The primary's walsender may hold the slot for a moment after the standby stopped.
+    for _ in $(seq 1 100); do
+      [ -z "$(primary_sql "SELECT 1 FROM pg_replication_slots WHERE slot_name = '$slot'")" ] && break
+      primary_sql "SELECT pg_drop_replication_slot('$slot') FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null
+      sleep 0.1
+    done
   fi
   rm -rf "$svar/data"
   echo "postgres: standby removed"
