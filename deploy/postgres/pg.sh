@@ -174,7 +174,7 @@ standby_stop() {
   bin=$(find_bin) || { echo "postgres: not installed"; return 0; }
   if running_in "$svar"; then
     as_server_user "$bin/pg_ctl" -D "$svar/data" -m fast -w stop >/dev/null
-    echo "postgres: standby stopped${1:- (its slot $slot keeps WAL on the primary until it returns)}"
+    echo "postgres: standby stopped${1- (its slot $slot keeps WAL on the primary until it returns)}"
   else
     echo "postgres: standby not running"
   fi
