@@ -14,6 +14,10 @@ KAFKA_NODES ?= 1
 KAFKA := GFG_KAFKA_NODES=$(KAFKA_NODES) deploy/kafka/kafka.sh
 # With a cluster the services and tools get every broker's address and replicate topics.
 KAFKA_ENV = $(if $(filter-out 1,$(KAFKA_NODES)),env $$($(KAFKA) env))
+# REPLICA=1: a hot standby of the PostgreSQL cluster (127.0.0.1:55433, deploy/postgres/pg.sh
+# standby-start) serves the charities totals reads; `make bench REPLICA=1` also measures
+# charities.totals_304_two_nodes_per_s on it. See docs/OPERATIONS.md, "A read replica".
+REPLICA ?=
 
 .PHONY: help install infra run down test lint fmt token bench simulate reconcile audit
 
@@ -35,19 +39,22 @@ infra: $(STAMP) ## start PostgreSQL and Kafka only
 	@deploy/postgres/pg.sh start
 	@$(KAFKA) start
 
-run: $(STAMP) infra ## start Kafka (KAFKA_NODES=3: a cluster), PostgreSQL and the services
-	@$(KAFKA_ENV) deploy/services.sh start
+run: $(STAMP) infra ## start Kafka (KAFKA_NODES=3: a cluster), PostgreSQL (REPLICA=1: and a standby) and the services
+	@$(if $(REPLICA),deploy/postgres/pg.sh standby-start)
+	@$(if $(REPLICA),GFG_REPLICA=1) $(KAFKA_ENV) deploy/services.sh start
 	@echo
 	@echo "Goods for Good is running:"
 	@echo "  orders     http://127.0.0.1:8001   (API docs: /docs)"
 	@echo "  donations  http://127.0.0.1:8002   (API docs: /docs)"
 	@echo "  charities  http://127.0.0.1:8003   (dashboard: /, API docs: /docs)"
 	@echo "  kafka      $$($(KAFKA) bootstrap)    postgres  127.0.0.1:55432 (user gfg)"
+	@$(if $(REPLICA),echo "  standby    127.0.0.1:55433 (hot standby; serves the charities totals reads)")
 	@echo "Get a token:  make token ROLE=admin | ROLE=seller SELLERS=s1 | ROLE=storefront SELLERS=s1 | ROLE=charity CHARITIES=c1"
 	@echo "Stop it all:  make down"
 
 down: ## stop the services, Kafka and PostgreSQL
 	@deploy/services.sh stop
+	@deploy/postgres/pg.sh standby-stop
 	@deploy/kafka/kafka.sh stop
 	@n=$$(ls -d var/kafka-cluster/node* 2>/dev/null | wc -l); \
 	  if [ "$$n" -gt 1 ]; then GFG_KAFKA_NODES=$$n deploy/kafka/kafka.sh stop; fi

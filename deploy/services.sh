@@ -2,6 +2,8 @@
 # Starts or stops the three services in the background (uvicorn, one process each).
 #   deploy/services.sh start|stop|status
 # Logs: var/log/<service>.log; pids: var/run/<service>.pid.
+# GFG_REPLICA=1 (make run REPLICA=1): charities reads its public totals from the hot standby
+# (deploy/postgres/pg.sh standby-start) unless GFG_CHARITIES_READ_DSN names another server.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -41,6 +43,12 @@ start() {
     unset GFG_JWT_SECRET
   fi
   export GFG_CHARITIES_URL=${GFG_CHARITIES_URL:-http://127.0.0.1:8003}
+  if [ -n "${GFG_REPLICA:-}" ]; then
+    export GFG_CHARITIES_READ_DSN=${GFG_CHARITIES_READ_DSN:-postgresql://gfg@127.0.0.1:${GFG_PG_STANDBY_PORT:-55433}/${GFG_CHARITIES_DB:-charities}}
+    if running charities; then
+      echo "charities: already running; make down first to move its totals reads to the standby" >&2
+    fi
+  fi
   # charities first: donations asks it about projects.
   for entry in charities:8003 donations:8002 orders:8001; do
     name=${entry%%:*}; port=${entry##*:}

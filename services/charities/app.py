@@ -41,13 +41,25 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                 timeout_s=settings.campaigns_timeout_s,
                 stale_s=settings.campaigns_stale_s,
             )
+            read_pool = None
             try:
-                app.state.service = CharityService(
+                if settings.charities_read_dsn is not None:
+                    read_pool = await db.create_pool(
+                        settings.charities_read_dsn.get_secret_value(),
+                        min_size=1,
+                        max_size=settings.charities_read_pool_max,
+                    )
+                app.state.service = service = CharityService(
                     res.pool,
                     totals_cache_seconds=settings.totals_cache_seconds,
                     donations=donations,
                     campaigns_cache_seconds=settings.campaigns_cache_seconds,
+                    read_pool=read_pool,
                 )
+                if read_pool is not None:
+                    app.state.readiness["postgres_replica"] = service.reads.readiness(
+                        settings.charities_read_max_lag_s
+                    )
                 if consume:
                     consumer = BatchConsumer(
                         bootstrap=KafkaAccess.from_settings(settings),
@@ -62,10 +74,17 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                     )
                     await consumer.start()
                     res.workers.start("ledger-consumer", consumer)
-                log.info("charities service started", topic=topic, consume=consume)
+                log.info(
+                    "charities service started",
+                    topic=topic,
+                    consume=consume,
+                    read_replica=read_pool is not None,
+                )
                 yield
             finally:
                 await donations.aclose()
+                if read_pool is not None:
+                    await read_pool.close()
 
     app = build_app(
         title="Goods for Good: charities",

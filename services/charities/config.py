@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
+
 from shared.settings import CommonSettings
 
 
@@ -13,6 +15,15 @@ class Settings(CommonSettings):
     # How long a totals response is served from memory before the database is asked
     # again (the dashboard polls every second; the response says max-age=1).
     totals_cache_seconds: float = 0.5
+    # A hot standby of the charities database (docs/OPERATIONS.md, "A read replica"), e.g.
+    # postgresql://gfg@127.0.0.1:55433/charities: the public totals reads (all, project,
+    # charity and daily totals) go there; registry, disbursements, the trace, migrations and
+    # the ledger consumer stay on the primary. Unset: every read goes to the primary.
+    charities_read_dsn: SecretStr | None = None
+    charities_read_pool_max: int = Field(default=10, ge=1)
+    # /readyz fails while the standby replays more than this far behind the primary (or
+    # cannot be reached); the lag itself is on /metrics (gfg_charities_replica_lag_*).
+    charities_read_max_lag_s: float = Field(default=30.0, gt=0)
     # False serves the API only (a read replica of the service, or a benchmark).
     charities_consume_ledger: bool = True
     # The donations service, asked for a project's matching campaigns (the dashboard

@@ -297,6 +297,30 @@ async def clock(conn: Conn) -> Row:
     return row
 
 
+async def replay_status(conn: Conn) -> Row:
+    """On a hot standby: whether it is one, the WAL it has replayed, the commit time of the
+    last transaction it replayed, and its clock."""
+    row: Row | None = await conn.fetchrow(
+        """
+        SELECT pg_is_in_recovery() AS in_recovery,
+               pg_last_wal_replay_lsn()::text AS replayed,
+               pg_last_xact_replay_timestamp() AS replayed_at,
+               now() AS now
+        """
+    )
+    assert row is not None
+    return row
+
+
+async def wal_bytes_behind(conn: Conn, replayed: str) -> int:
+    """How many bytes of the primary's WAL lie beyond ``replayed`` (0 when none)."""
+    behind: int = await conn.fetchval(
+        "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn), 0)::bigint",
+        replayed,
+    )
+    return behind
+
+
 async def project_totals(conn: Conn, project_id: uuid.UUID) -> list[Row]:
     """The project's registry row joined with its total rows (one per currency seen)."""
     return await conn.fetch(

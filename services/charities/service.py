@@ -7,7 +7,9 @@ Decisions users can rely on:
   different fields is 409.
 - Closing a closed project is a retry and returns it unchanged (200).
 - Totals are shaped as described in ``totals.py``; each totals URL is answered from
-  memory for ``totals_cache_seconds`` (see ``ResponseCache``) with a strong ETag.
+  memory for ``totals_cache_seconds`` (see ``ResponseCache``) with a strong ETag. With a
+  read replica configured they are read there (``replica.py`` says why their ETags and
+  ``as_of`` agree across the two servers); everything else reads and writes the primary.
 - A disbursement takes posted money first in, first out (``allocation.py``). Its
   transaction locks the project's row, so disbursements of one project take turns and
   none can take money another took: above the project's ``available_minor`` is a 422,
@@ -33,6 +35,7 @@ from typing import Any
 from services.charities import repository, totals
 from services.charities.allocation import Candidate, InsufficientFunds, allocate_fifo
 from services.charities.campaigns import CampaignList, DonationsClient
+from services.charities.replica import Reads
 from services.charities.repository import Row
 from services.charities.schemas import (
     Charity,
@@ -153,8 +156,11 @@ class CharityService:
         totals_cache_seconds: float,
         donations: DonationsClient | None = None,
         campaigns_cache_seconds: float = 5.0,
+        read_pool: Pool | None = None,
     ) -> None:
         self._pool = pool
+        # The totals reads: on ``read_pool`` (a hot standby) when given, else on ``pool``.
+        self.reads = Reads(pool, read_pool)
         self.cache = ResponseCache(totals_cache_seconds)
         self._donations = donations
         self._campaigns_cache = ResponseCache(campaigns_cache_seconds)
@@ -355,8 +361,8 @@ class CharityService:
         return self.cache.fresh(ALL_TOTALS)
 
     async def all_totals(self) -> Cached:
-        async def load(previous: Cached | None) -> Cached:
-            async with self._pool.acquire() as conn:
+        async def read(pool: Pool, previous: Cached | None) -> Cached:
+            async with pool.acquire() as conn:
                 clock = await repository.clock(conn)
                 if previous is not None and previous.token == clock["version"]:
                     return Cached(previous.etag, previous.body, previous.token, 0.0)
@@ -364,29 +370,40 @@ class CharityService:
                     clock = await repository.clock(conn)
                     rows = await repository.all_totals(conn)
             raw = totals.dumps(totals.all_totals_body(rows, clock["changed_at"]))
+            # The version, not a hash: one integer compare decides 304 on every poll. Every
+            # change of a row this body shows bumps it in the same transaction.
             return Cached(f'"v{clock["version"]}"', raw, clock["version"], 0.0)
+
+        async def load(previous: Cached | None) -> Cached:
+            return await self.reads.run(lambda pool: read(pool, previous))
 
         return await self.cache.get(ALL_TOTALS, load)
 
     async def project_totals(self, project_id: str) -> Cached:
         key = parse_id(project_id, ProjectNotFound)
 
-        async def load(previous: Cached | None) -> Cached:
-            async with self._pool.acquire() as conn:
+        async def read(pool: Pool) -> Cached:
+            async with pool.acquire() as conn:
                 rows = await repository.project_totals(conn, key)
             return _by_body(_project_totals_body(project_id, rows))
+
+        async def load(previous: Cached | None) -> Cached:
+            return await self.reads.run(read)
 
         return await self.cache.get(f"project:{key}", load)
 
     async def charity_totals(self, charity_id: str) -> Cached:
         key = parse_id(charity_id, CharityNotFound)
 
-        async def load(previous: Cached | None) -> Cached:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        async def read(pool: Pool) -> Cached:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
                 if await repository.get_charity(conn, key) is None:
                     raise CharityNotFound(charity_id)
                 rows = await repository.charity_totals(conn, key)
             return _by_body(totals.charity_totals_body(key, rows))
+
+        async def load(previous: Cached | None) -> Cached:
+            return await self.reads.run(read)
 
         return await self.cache.get(f"charity:{key}", load)
 
@@ -394,13 +411,16 @@ class CharityService:
         key = parse_id(project_id, ProjectNotFound)
         check_range(start, end)
 
-        async def load(previous: Cached | None) -> Cached:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        async def read(pool: Pool) -> Cached:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
                 project = _project_totals_body(
                     project_id, await repository.project_totals(conn, key)
                 )
                 rows = await repository.daily_totals(conn, key, project["currency"], start, end)
             return _by_body(totals.daily_body(rows))
+
+        async def load(previous: Cached | None) -> Cached:
+            return await self.reads.run(read)
 
         return await self.cache.get(f"daily:{key}:{start}:{end}", load)
 

@@ -9,6 +9,13 @@
   ``GET /v1/totals`` against one service process (uvicorn, API only), load from ``wrk``
   (``apt-get install wrk``; an httpx load generator otherwise), 32 connections.
 
+- ``charities.totals_304_two_nodes_per_s``: the same 304 load on two service processes at
+  once, one reading its totals on the primary and one on the hot standby (a wrk per
+  process, the sum of their rates); ``_cpu_s_per_100k`` is the two processes' CPU time per
+  100k answers. Measured when a standby answers on ``GFG_PG_STANDBY_PORT`` (55433):
+  ``make bench REPLICA=1`` starts one; without it the figure is skipped with a note. The
+  two processes must give the same ETag for the same data, or the figure is not reported.
+
 Runs in its own database ``charities_bench`` and on ``bench.``-prefixed topics, so it never
 touches the data of ``make run`` or of the tests.
 """
@@ -312,6 +319,132 @@ async def bench_http(settings: Settings) -> list[Figure]:
     ]
 
 
+def standby_dsn(settings: Settings) -> str:
+    port = os.environ.get("GFG_PG_STANDBY_PORT", "55433")
+    return f"postgresql://{settings.pg_user}@{settings.pg_host}:{port}/{DATABASE}"
+
+
+async def standby_problem(settings: Settings) -> str | None:
+    """Why no standby can serve the bench (None: one can, and it has the primary's data)."""
+    dsn = standby_dsn(settings)
+    try:
+        standby: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"no standby at {dsn} ({type(exc).__name__})"
+    try:
+        if not await standby.fetchval("SELECT pg_is_in_recovery()"):
+            return f"{dsn} is not a standby"
+        primary: asyncpg.Connection[Any] = await asyncpg.connect(settings.dsn(DATABASE))
+        try:
+            version = await primary.fetchval("SELECT version FROM change_clock")
+        finally:
+            await primary.close()
+        deadline = time.monotonic() + 60
+        while await standby.fetchval("SELECT version FROM change_clock") != version:
+            if time.monotonic() > deadline:
+                return f"the standby at {dsn} did not reach the primary's data in 60 s"
+            await asyncio.sleep(0.1)
+        return None
+    finally:
+        await standby.close()
+
+
+async def _start_server(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    """An API-only charities process on a free port, once its /readyz answers 200."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "services.charities.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if (await client.get(base + "/readyz")).status_code == 200:
+                    return server, base
+            except httpx.TransportError:
+                pass
+            if server.returncode is not None or time.monotonic() > deadline:
+                await _stop_server(server)
+                raise RuntimeError("charities service did not become ready")
+            await asyncio.sleep(0.2)
+
+
+async def _stop_server(server: asyncio.subprocess.Process) -> None:
+    if server.returncode is None:
+        server.terminate()
+    try:
+        await asyncio.wait_for(server.wait(), timeout=15)
+    except TimeoutError:
+        server.kill()
+        await server.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_two_nodes(settings: Settings) -> list[Figure]:
+    """``GET /v1/totals`` with a current ETag on two processes at once: one reading the
+    primary, one the standby; a wrk each, rates summed."""
+    env = {
+        **os.environ,
+        "GFG_CHARITIES_DB": DATABASE,
+        "GFG_TOPIC_PREFIX": "bench.",
+        "GFG_JWT_SECRET": settings.hs256_secret(),
+        "GFG_CHARITIES_CONSUME_LEDGER": "false",
+        "GFG_LOG_LEVEL": "WARNING",
+    }
+    env.pop("GFG_CHARITIES_READ_DSN", None)
+    nodes: list[tuple[asyncio.subprocess.Process, str]] = []
+    try:
+        nodes.append(await _start_server(env))
+        nodes.append(await _start_server({**env, "GFG_CHARITIES_READ_DSN": standby_dsn(settings)}))
+        urls = [base + "/v1/totals" for _, base in nodes]
+        async with httpx.AsyncClient() as client:
+            answers = [await client.get(url) for url in urls]
+        etags = {answer.headers["etag"] for answer in answers}
+        if len(etags) != 1 or answers[0].content != answers[1].content:
+            raise AssertionError(f"primary and standby nodes disagree: ETags {sorted(etags)}")
+        headers = {"If-None-Match": etags.pop()}
+        cpu_before = sum(_cpu_seconds(server.pid) for server, _ in nodes)
+        if shutil.which("wrk") is not None:
+            results = await asyncio.gather(*(asyncio.to_thread(_wrk, url, headers) for url in urls))
+        else:
+            results = await asyncio.gather(*(_httpx_load(url, headers, 304) for url in urls))
+        cpu = sum(_cpu_seconds(server.pid) for server, _ in nodes) - cpu_before
+    finally:
+        for server, _ in nodes:
+            await _stop_server(server)
+    rate = sum(r[0] for r in results)
+    answered = rate * HTTP_SECONDS
+    print(
+        f"# two nodes: {' + '.join(f'{r[0]:.0f}' for r in results)} req/s "
+        f"(primary + standby), p99 {max(r[2] for r in results):.2f} ms, "
+        f"{cpu:.2f} CPU s for ~{answered:.0f} answers",
+        file=sys.stderr,
+    )
+    return [
+        Figure("charities.totals_304_two_nodes_per_s", rate, "req/s"),
+        Figure("charities.totals_304_two_nodes_cpu_s_per_100k", cpu / answered * 100_000, "s"),
+    ]
+
+
 async def run() -> list[Figure]:
     settings = _settings()
     await ensure_database(settings, DATABASE)
@@ -321,4 +454,9 @@ async def run() -> list[Figure]:
         figures = await bench_fold(settings, pool)
     finally:
         await pool.close()
-    return figures + await bench_http(settings)
+    figures += await bench_http(settings)
+    problem = await standby_problem(settings)
+    if problem is not None:
+        print(f"# charities two nodes skipped: {problem} (make bench REPLICA=1)", file=sys.stderr)
+        return figures
+    return figures + await bench_two_nodes(settings)
