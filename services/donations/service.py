@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from services.donations import repository
 from services.donations.charities import CharitiesClient, CharitiesUnavailable, ProjectInfo
-from services.donations.log import LEDGER_TABLE
 from services.donations.matching import Campaign, campaign_status
 from services.donations.rules import RuleVersion
 from services.donations.schemas import (
@@ -476,16 +475,17 @@ class DonationService:
         return _campaign_out(closed, datetime.now(UTC))
 
     async def order_proof(self, order_id: str) -> OrderProofOut:
-        """Every log entry of the order, each with its inclusion proof against one signed
-        checkpoint: 404 if the order has no entry, 503 (Retry-After) while any of its
-        entries is not covered by the served checkpoint yet."""
+        """Every log record of the order (its entries, then its posting once posted), each
+        with its inclusion proof against one signed checkpoint: 404 if the order has no
+        entry, 503 (Retry-After) while any of them is not covered by the served checkpoint
+        yet."""
         checkpoint = await self._log.checkpoint()
         async with self._pool.acquire() as conn:
             records = await repository.order_log_records(conn, order_id)
             if not records:
                 raise DonationNotFound(order_id)
-            keys = [str(r["seq"]) for r in records]
-            leaves = await store.record_leaves(conn, LEDGER_TABLE, keys)
+            keys = [(r["record_table"], r["record_key"]) for r in records]
+            leaves = await store.records_leaves(conn, keys)
             if records[0]["salt"] is None or any(
                 k not in leaves or leaves[k][0] >= checkpoint.size for k in keys
             ):

@@ -121,6 +121,11 @@ _RECORD_LEAVES = """
 SELECT record_key, leaf_index, leaf FROM log_leaf
 WHERE record_table = $1 AND record_key = ANY($2::text[])
 """
+_RECORDS_LEAVES = """
+SELECT l.record_table, l.record_key, l.leaf_index, l.leaf
+FROM unnest($1::text[], $2::text[]) AS r (record_table, record_key)
+JOIN log_leaf AS l USING (record_table, record_key)
+"""
 _LEAF_COUNTS = """
 SELECT count(*) AS leaves, count(DISTINCT (record_table, record_key)) AS records,
        (SELECT size FROM log_tree) AS size, (SELECT count(*) FROM log_pending) AS pending
@@ -212,6 +217,15 @@ async def record_leaves(
     """record_key -> (leaf_index, leaf) of those records that have a leaf."""
     rows = await conn.fetch(_RECORD_LEAVES, record_table, list(record_keys))
     return {r["record_key"]: (r["leaf_index"], bytes(r["leaf"])) for r in rows}
+
+
+async def records_leaves(
+    conn: Conn, records: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, bytes]]:
+    """(record_table, record_key) -> (leaf_index, leaf) of those records, of any tables,
+    that have a leaf: one query."""
+    rows = await conn.fetch(_RECORDS_LEAVES, [t for t, _ in records], [k for _, k in records])
+    return {(r["record_table"], r["record_key"]): (r["leaf_index"], bytes(r["leaf"])) for r in rows}
 
 
 async def counts(conn: Conn) -> dict[str, int]:
