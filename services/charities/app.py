@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                     totals_cache_seconds=settings.totals_cache_seconds,
                     donations=donations,
                     campaigns_cache_seconds=settings.campaigns_cache_seconds,
+                    donations_verifier_key=settings.donations_verifier_key,
                 )
                 if consume:
                     consumer = BatchConsumer(
