@@ -45,7 +45,6 @@ from shared.pagination import (
     split_page,
 )
 from shared.problems import Conflict, Invalid, NotFound, Unavailable
-from shared.tlog import store
 from shared.tlog.api import LogReader, b64
 
 log = get_logger(__name__)
@@ -484,13 +483,11 @@ class DonationService:
             records = await repository.order_log_records(conn, order_id)
             if not records:
                 raise DonationNotFound(order_id)
-            keys = [(r["record_table"], r["record_key"]) for r in records]
-            leaves = await store.records_leaves(conn, keys)
             if records[0]["salt"] is None or any(
-                k not in leaves or leaves[k][0] >= checkpoint.size for k in keys
+                r["leaf_index"] is None or r["leaf_index"] >= checkpoint.size for r in records
             ):
                 raise ProofNotReady(order_id)
-            indexes = [leaves[k][0] for k in keys]
+            indexes = [r["leaf_index"] for r in records]
             proofs = await self._log.inclusion_proofs(conn, checkpoint.size, indexes)
         return OrderProofOut(
             order_id=order_id,
@@ -499,10 +496,10 @@ class DonationService:
             entries=[
                 OrderProofEntryOut(
                     entry_id=r["entry_id"],
-                    leaf_index=leaves[k][0],
-                    leaf_b64=b64(leaves[k][1]),
+                    leaf_index=r["leaf_index"],
+                    leaf_b64=b64(r["leaf"]),
                     inclusion_proof=[b64(h) for h in proof],
                 )
-                for r, k, proof in zip(records, keys, proofs, strict=True)
+                for r, proof in zip(records, proofs, strict=True)
             ],
         )

@@ -121,11 +121,6 @@ _RECORD_LEAVES = """
 SELECT record_key, leaf_index, leaf FROM log_leaf
 WHERE record_table = $1 AND record_key = ANY($2::text[])
 """
-_RECORDS_LEAVES = """
-SELECT l.record_table, l.record_key, l.leaf_index, l.leaf
-FROM unnest($1::text[], $2::text[]) AS r (record_table, record_key)
-JOIN log_leaf AS l USING (record_table, record_key)
-"""
 _LEAF_COUNTS = """
 SELECT count(*) AS leaves, count(DISTINCT (record_table, record_key)) AS records,
        (SELECT size FROM log_tree) AS size, (SELECT count(*) FROM log_pending) AS pending
@@ -219,13 +214,17 @@ async def record_leaves(
     return {r["record_key"]: (r["leaf_index"], bytes(r["leaf"])) for r in rows}
 
 
-async def records_leaves(
-    conn: Conn, records: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[int, bytes]]:
-    """(record_table, record_key) -> (leaf_index, leaf) of those records, of any tables,
-    that have a leaf: one query."""
-    rows = await conn.fetch(_RECORDS_LEAVES, [t for t, _ in records], [k for _, k in records])
-    return {(r["record_table"], r["record_key"]): (r["leaf_index"], bytes(r["leaf"])) for r in rows}
+def with_leaves(records_query: str, order_by: str) -> str:
+    """A service's query of records (columns ``record_table`` and ``record_key``, and
+    any others) extended with each record's ``leaf_index`` and ``leaf`` (null while it
+    has none), ordered by ``order_by`` over its columns: the records and their leaves
+    in one round trip, the log's part of the SQL kept here."""
+    return (
+        f"WITH r AS MATERIALIZED ({records_query})\n"
+        "SELECT r.*, l.leaf_index, l.leaf FROM r\n"
+        "LEFT JOIN log_leaf AS l USING (record_table, record_key)\n"
+        f"ORDER BY {order_by}"
+    )
 
 
 async def counts(conn: Conn) -> dict[str, int]:
