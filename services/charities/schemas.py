@@ -439,7 +439,7 @@ class ProjectCampaigns(BaseModel):
 class DonationProofEntry(BaseModel):
     """One record of the order in the donations log, with its inclusion proof."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+    model_config = _DESCRIBED
 
     entry_id: str | None
     """The ledger entry; null for the order's posting."""
@@ -455,7 +455,7 @@ class DonationProof(BaseModel):
     """An order's records in the donations transparency log, as the donations service
     serves them (relayed unverified: the page verifies them against the pinned key)."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+    model_config = _DESCRIBED
 
     order_id: str
     """The storefront's order id."""
