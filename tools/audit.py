@@ -4,13 +4,14 @@ record whose row no longer matches its leaf, named.
 In one read-only snapshot (REPEATABLE READ), streaming chunks of ``--chunk`` leaves in log
 order (never the whole table):
 
-1. every leaf of ``log_leaf`` is rebuilt from its record (``ledger_entry`` + ``order_salt``)
-   with the format of docs/LOG.md, written out here independently of the service's code;
+1. every leaf of ``log_leaf`` is rebuilt from its record (``ledger_entry`` or ``posting``,
+   + ``order_salt``) with the formats of docs/LOG.md, written out here independently of
+   the service's code;
    a leaf whose row changed (field by field) or was deleted is named;
 2. the stored hashes (``log_hash``) are recomputed from the stored leaves, and the root at
    the latest signed checkpoint's size is compared with that checkpoint (and, with
    ``--key``, its signature is checked); the tree rebuilt from the rows is compared too;
-3. ledger entries with no leaf that are not in the pending queue are named;
+3. ledger entries and postings with no leaf that are not in the pending queue are named;
 4. each project's net in the charities totals (donated - reversed) equals the net of its
    logged records (accruals and matches less reversals), for the projects in the log.
 
@@ -49,13 +50,19 @@ MATCH_KINDS = frozenset({"match", "match_reversal"})
 _CHECKPOINT = "SELECT size, root_hash, note FROM log_checkpoint ORDER BY size DESC LIMIT 1"
 _SIZE = "SELECT size FROM log_tree"
 # campaign_id is null but on matches and match reversals (whose rule_version is null).
+# A leaf's record is a ledger entry or a posting (record_exists says whether it is found).
 _LEAF_ROWS = """
 SELECT l.leaf_index, l.record_table, l.record_key, l.leaf, e.entry_id::text AS entry_id,
-       e.order_id, e.kind, e.amount_minor, e.currency, e.project_id::text AS project_id,
-       e.seller_id, e.rule_version, e.campaign_id, e.recorded_at, s.salt
+       e.kind, e.amount_minor, e.rule_version, e.campaign_id, e.recorded_at,
+       p.posted_minor, p.posted_at, coalesce(e.seq, p.seq) IS NOT NULL AS record_exists,
+       coalesce(e.order_id, p.order_id) AS order_id,
+       coalesce(e.currency, p.currency) AS currency,
+       coalesce(e.project_id, p.project_id)::text AS project_id,
+       coalesce(e.seller_id, p.seller_id) AS seller_id, s.salt
 FROM log_leaf AS l
 LEFT JOIN ledger_entry AS e ON l.record_table = 'ledger_entry' AND e.seq::text = l.record_key
-LEFT JOIN order_salt AS s ON s.order_id = e.order_id
+LEFT JOIN posting AS p ON l.record_table = 'posting' AND p.seq::text = l.record_key
+LEFT JOIN order_salt AS s ON s.order_id = coalesce(e.order_id, p.order_id)
 WHERE l.leaf_index >= $1 ORDER BY l.leaf_index LIMIT $2
 """
 _HASHES = "SELECT hash FROM log_hash WHERE hash_index >= $1 AND hash_index < $2 ORDER BY hash_index"
@@ -67,6 +74,15 @@ WHERE e.seq > $1
   AND NOT EXISTS (SELECT 1 FROM log_pending AS p
                   WHERE p.record_table = 'ledger_entry' AND p.record_key = e.seq::text)
 ORDER BY e.seq LIMIT $2
+"""
+_UNLOGGED_POSTINGS = """
+SELECT p.seq FROM posting AS p
+WHERE p.seq > $1
+  AND NOT EXISTS (SELECT 1 FROM log_leaf AS l
+                  WHERE l.record_table = 'posting' AND l.record_key = p.seq::text)
+  AND NOT EXISTS (SELECT 1 FROM log_pending AS q
+                  WHERE q.record_table = 'posting' AND q.record_key = p.seq::text)
+ORDER BY p.seq LIMIT $2
 """
 _TOTALS = """
 SELECT project_id::text AS project_id, currency,
@@ -97,6 +113,23 @@ def entry_leaf(row: asyncpg.Record) -> bytes:
             "campaign_id": row["campaign_id"] if match else None,
             "order_commitment": commitment.hexdigest(),
             "recorded_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+    )
+
+
+def posting_leaf(row: asyncpg.Record) -> bytes:
+    """A posting's leaf as docs/LOG.md defines it."""
+    at = row["posted_at"].astimezone(UTC)
+    commitment = hashlib.sha256(row["order_id"].encode() + b"\x00" + bytes(row["salt"]))
+    return canonical_json(
+        {
+            "type": "posting",
+            "order_commitment": commitment.hexdigest(),
+            "project_id": row["project_id"],
+            "seller_id": row["seller_id"],
+            "currency": row["currency"],
+            "posted_minor": row["posted_minor"],
+            "posted_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
     )
 
@@ -143,12 +176,17 @@ async def audit(
             if fields.get("type") == "entry":
                 sign = 1 if fields["kind"] in CREDIT_KINDS else -1
                 nets[(fields["project_id"], fields["currency"])] += sign * fields["amount_minor"]
-            name = f"{r['record_table']} {r['record_key']} (entry_id {fields.get('entry_id')})"
-            if r["entry_id"] is None or r["salt"] is None:
+            posting = r["record_table"] == "posting"
+            name = f"{r['record_table']} {r['record_key']}" + (
+                f" (order commitment {fields.get('order_commitment')})"
+                if posting
+                else f" (entry_id {fields.get('entry_id')})"
+            )
+            if not r["record_exists"] or r["salt"] is None:
                 findings.append(f"leaf {r['leaf_index']}: {name}: row deleted")
                 rebuilt.append(leaf)  # nothing to rebuild it from
                 continue
-            mine = entry_leaf(r)
+            mine = posting_leaf(r) if posting else entry_leaf(r)
             rebuilt.append(mine)
             if mine != leaf:
                 now = json.loads(mine)
@@ -178,6 +216,10 @@ async def audit(
             f"ledger_entry {r['seq']} (entry_id {r['entry_id']}): row added without a leaf"
             for r in rows
         ]
+        after = rows[-1]["seq"]
+    after = 0
+    while rows := await conn.fetch(_UNLOGGED_POSTINGS, after, chunk):
+        findings += [f"posting {r['seq']}: row added without a leaf" for r in rows]
         after = rows[-1]["seq"]
 
     if charities is not None and nets:

@@ -9,7 +9,8 @@ project, so it can be read in one sitting and copied anywhere. Given the log's v
    ``signed-note``; the key hash is the first 4 bytes of SHA-256(name || "\\n" || 0x01 || key));
 2. the checkpoint body is ``<origin = key name>\\n<size>\\n<base64 root>\\n``;
 3. every entry's leaf is in the tree of that root and size (RFC 9162 inclusion proof);
-4. every leaf carries the order's commitment SHA-256(order_id || 0x00 || salt).
+4. every leaf carries the order's commitment SHA-256(order_id || 0x00 || salt), and is
+   the ledger entry the proof names (``entry_id``) or, with ``entry_id`` null, a posting.
 
 Then it prints what was proven. Exit 1 with the reason on any failure (docs/LOG.md).
 
@@ -123,13 +124,17 @@ def verify(proof: dict[str, Any], order_id: str, vkey: str) -> list[str]:
         fields = json.loads(leaf)
         if fields.get("order_commitment") != commitment:
             raise VerifyError(f"leaf {e['leaf_index']} is not a record of order {order_id}")
-        if fields.get("type") == "entry" and fields.get("entry_id") != e["entry_id"]:
+        if fields.get("type") == "posting" and e["entry_id"] is None:  # the order's final amount
+            out.append(
+                f"  leaf {e['leaf_index']}: posted {fields['posted_minor']} {fields['currency']}"
+                f" to project {fields['project_id']} at {fields['posted_at']} (final)"
+            )
+            continue
+        if fields.get("type") != "entry" or fields.get("entry_id") != e["entry_id"]:
             raise VerifyError(f"leaf {e['leaf_index']} is not entry {e['entry_id']}")
-        amount = fields.get("amount_minor", fields.get("posted_minor"))
         out.append(
-            f"  leaf {e['leaf_index']}: {fields.get('kind', fields['type'])} {amount}"
-            f" {fields['currency']} to project {fields['project_id']}"
-            f" (entry {fields.get('entry_id', '-')})"
+            f"  leaf {e['leaf_index']}: {fields['kind']} {fields['amount_minor']}"
+            f" {fields['currency']} to project {fields['project_id']} (entry {e['entry_id']})"
         )
     return [
         f"OK: order {order_id} has {len(out)} record(s) in the log, tree size {size},"

@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                     donations=donations,
                     campaigns_cache_seconds=settings.campaigns_cache_seconds,
                     read_pool=read_pool,
+                    donations_verifier_key=settings.donations_verifier_key,
                 )
                 if read_pool is not None:
                     app.state.readiness["postgres_replica"] = service.reads.readiness(

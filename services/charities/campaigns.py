@@ -1,4 +1,5 @@
-"""Asks the donations service for a project's matching campaigns, for the dashboard.
+"""Asks the donations service for a project's matching campaigns, and for an order's
+proof in the donations log and that log's verifier key, for the pages.
 
 The dashboard page is served by this service under a strict CSP (``connect-src 'self'``),
 so it cannot call the donations service itself; ``GET /v1/projects/{id}/campaigns`` here
@@ -8,14 +9,19 @@ What users can rely on:
 - A short timeout (``GFG_CAMPAIGNS_TIMEOUT_S``) and a small per-project cache (see
   ``CharityService.project_campaigns``): a room of dashboards costs donations one request
   per project every few seconds.
-- Degrading, never failing: when donations is down, slow or answers garbage, the answer
+- Proofs are relayed as donations serves them, never cached or trusted here: the page
+  verifies them itself against the verifier key, which this service pins (configured, or
+  the first one donations serves, kept for the process's life).
+- Campaigns degrade, never fail: when donations is down, slow or answers garbage, the answer
   is the last good list marked ``stale`` (for ``GFG_CAMPAIGNS_STALE_S`` seconds), or an
   empty list marked ``unavailable``; the totals (this service's own data) are unaffected.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,11 +29,14 @@ from datetime import datetime
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.charities.schemas import DonationProof
 from shared.observability import get_logger
 
 log = get_logger(__name__)
 
 MAX_PAGES = 5  # a project has a handful of campaigns; more pages than this is not a project
+# A Go sumdb/note verifier key: <name>+<8 hex digits of key hash>+<base64 key>.
+VERIFIER_KEY = re.compile(r"[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}")
 
 
 class DonationsUnavailable(Exception):
@@ -96,6 +105,37 @@ class DonationsClient:
             self._last_good.clear()
         self._last_good[project_id] = (time.monotonic(), fresh)
         return fresh
+
+    async def order_proof(self, order_id: str) -> DonationProof | None:
+        """The order's proof in the donations log (None: donations knows no donation of
+        it); raises ``DonationsUnavailable`` otherwise, its 503 "not logged yet" included."""
+        path = f"/v1/orders/{urllib.parse.quote(order_id, safe='')}/donation/proof"
+        response = await self._get(path)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DonationsUnavailable(f"donations answered {response.status_code}")
+        try:
+            proof = DonationProof.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise DonationsUnavailable(f"unexpected donations reply: {exc}") from exc
+        if proof.order_id != order_id:
+            raise DonationsUnavailable("donations answered for another order")
+        return proof
+
+    async def log_key(self) -> str:
+        """The donations log's verifier key as donations serves it."""
+        response = await self._get("/v1/log/key")
+        key = response.text.strip()
+        if response.status_code != 200 or not VERIFIER_KEY.fullmatch(key):
+            raise DonationsUnavailable(f"no verifier key from donations ({response.status_code})")
+        return key
+
+    async def _get(self, path: str) -> httpx.Response:
+        try:
+            return await self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise DonationsUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def _fetch(self, project_id: uuid.UUID) -> tuple[CampaignSummary, ...]:
         found: list[CampaignSummary] = []

@@ -33,3 +33,6 @@ class Settings(CommonSettings):
     campaigns_timeout_s: float = 1.0
     campaigns_cache_seconds: float = 5.0
     campaigns_stale_s: float = 600.0
+    # The donations log's verifier key (<name>+<hash>+<key>) the pages verify proofs
+    # with; unset: the first key donations serves, pinned for the process's life.
+    donations_verifier_key: str | None = None

@@ -24,6 +24,7 @@ from services.charities.schemas import (
     Disbursement,
     DisbursementCreate,
     DisbursementPage,
+    DonationProof,
     OrderTrace,
     Project,
     ProjectCampaigns,
@@ -175,6 +176,23 @@ async def get_disbursement(disbursement_id: DisbursementId, service: ServiceDep)
 @router.get("/orders/{order_id}/trace")
 async def order_trace(order_id: OrderId, service: ServiceDep) -> OrderTrace:
     return await service.trace(order_id)
+
+
+# --- the donations log, relayed for the pages' "check my donation" --------------------
+
+
+@router.get("/orders/{order_id}/donation/proof", responses=problem_responses(503))
+async def donation_proof(order_id: OrderId, service: ServiceDep) -> DonationProof:
+    """The order's proof in the donations transparency log, relayed from the donations
+    service unverified (the page verifies it with the key below)."""
+    return await service.donation_proof(order_id)
+
+
+@router.get("/donations-log/key", response_class=Response, responses=problem_responses(503))
+async def donations_log_key(service: ServiceDep) -> Response:
+    """The donations log's verifier key this service pins (Go sumdb/note format)."""
+    key = await service.donations_verifier_key()
+    return Response(key, media_type="text/plain; charset=utf-8")
 
 
 # --- totals (ETag / 304 reads: cached JSON bytes, not models) ---------------------------

@@ -431,3 +431,37 @@ class ProjectCampaigns(BaseModel):
     """When the list was fetched from the donations service; null if never."""
     items: list[Campaign]
     """The items on this page."""
+
+
+# --- an order's donation proof (relayed from the donations log) -----------------------
+
+
+class DonationProofEntry(BaseModel):
+    """One record of the order in the donations log, with its inclusion proof."""
+
+    model_config = _DESCRIBED
+
+    entry_id: str | None
+    """The ledger entry; null for the order's posting."""
+    leaf_index: int
+    """The leaf's index in the donations log."""
+    leaf_b64: str
+    """The leaf's canonical JSON bytes, base64."""
+    inclusion_proof: list[str]
+    """RFC 9162 inclusion proof against ``checkpoint``, base64 hashes."""
+
+
+class DonationProof(BaseModel):
+    """An order's records in the donations transparency log, as the donations service
+    serves them (relayed unverified: the page verifies them against the pinned key)."""
+
+    model_config = _DESCRIBED
+
+    order_id: str
+    """The storefront's order id."""
+    order_salt: str
+    """The order's salt (hex): ``order_commitment = sha256(order_id || 0x00 || salt)``."""
+    checkpoint: str
+    """The donations log's signed checkpoint every proof here is against."""
+    entries: list[DonationProofEntry]
+    """The order's entries, then its posting once posted."""

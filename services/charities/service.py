@@ -34,7 +34,7 @@ from typing import Any
 
 from services.charities import repository, totals
 from services.charities.allocation import Candidate, InsufficientFunds, allocate_fifo
-from services.charities.campaigns import CampaignList, DonationsClient
+from services.charities.campaigns import CampaignList, DonationsClient, DonationsUnavailable
 from services.charities.replica import Reads
 from services.charities.repository import Row
 from services.charities.schemas import (
@@ -44,6 +44,7 @@ from services.charities.schemas import (
     Disbursement,
     DisbursementCreate,
     DisbursementPage,
+    DonationProof,
     OrderTrace,
     Project,
     ProjectCreate,
@@ -52,8 +53,11 @@ from services.charities.schemas import (
 from shared import pagination
 from shared.auth import Principal
 from shared.db import Pool
+from shared.observability import get_logger
 from shared.pagination import InvalidCursor, split_page
-from shared.problems import Conflict, DomainError, Forbidden, Invalid, NotFound
+from shared.problems import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+
+log = get_logger(__name__)
 
 ALL_TOTALS = "totals"  # the cache key of ``GET /v1/totals``
 MAX_RANGE_DAYS = 3660
@@ -83,6 +87,15 @@ class DisbursementNotFound(NotFound):
 class OrderDonationNotFound(NotFound):
     def __init__(self, order_id: str) -> None:
         super().__init__("donation of order", order_id)
+
+
+class DonationsLogUnavailable(Unavailable):
+    """The donations service could not give a proof or its key now (503, retry)."""
+
+    title = "Donations log unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the donations log cannot answer right now", retry_after=1)
 
 
 class DisbursementConflict(Conflict):
@@ -157,12 +170,14 @@ class CharityService:
         donations: DonationsClient | None = None,
         campaigns_cache_seconds: float = 5.0,
         read_pool: Pool | None = None,
+        donations_verifier_key: str | None = None,
     ) -> None:
         self._pool = pool
         # The totals reads: on ``read_pool`` (a hot standby) when given, else on ``pool``.
         self.reads = Reads(pool, read_pool)
         self.cache = ResponseCache(totals_cache_seconds)
         self._donations = donations
+        self._verifier_key = donations_verifier_key
         self._campaigns_cache = ResponseCache(campaigns_cache_seconds)
 
     # -- registry -------------------------------------------------------------------------
@@ -449,6 +464,36 @@ class CharityService:
             return _by_body(body)
 
         return await self._campaigns_cache.get(f"campaigns:{key}", load)
+
+    # -- the donations log (relayed for the pages' "check my donation") -----------------
+
+    async def donation_proof(self, order_id: str) -> DonationProof:
+        """The order's proof as the donations service serves it, unverified (the page
+        verifies it): 404 if donations knows no donation of the order, 503 while it is
+        not logged yet or donations does not answer."""
+        if self._donations is None:
+            raise DonationsLogUnavailable()
+        try:
+            proof = await self._donations.order_proof(order_id)
+        except DonationsUnavailable as exc:
+            log.warning("donations proof unavailable", error=str(exc))
+            raise DonationsLogUnavailable() from exc
+        if proof is None:
+            raise OrderDonationNotFound(order_id)
+        return proof
+
+    async def donations_verifier_key(self) -> str:
+        """The donations log's verifier key: the configured one, else the first one
+        donations served (pinned: a later change of donations' key is not followed)."""
+        if self._verifier_key is None:
+            if self._donations is None:
+                raise DonationsLogUnavailable()
+            try:
+                self._verifier_key = await self._donations.log_key()
+            except DonationsUnavailable as exc:
+                log.warning("donations log key unavailable", error=str(exc))
+                raise DonationsLogUnavailable() from exc
+        return self._verifier_key
 
 
 def _not_enough(amount_minor: int, available_minor: int) -> NotEnoughAvailable:

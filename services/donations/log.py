@@ -24,6 +24,7 @@ from shared.db import Conn
 Row: TypeAlias = Mapping[str, Any] | asyncpg.Record
 
 LEDGER_TABLE = "ledger_entry"
+POSTING_TABLE = "posting"
 # Kinds recorded under a matching campaign: no seller rule (rule_version is null).
 MATCH_KINDS = frozenset({"match", "match_reversal"})
 
@@ -70,7 +71,8 @@ def entry_leaf(row: Row, recorded_at: str | None = None) -> bytes:
 
 
 def posting_leaf(row: Row) -> bytes:
-    """The leaf of a posting (an order's donation made final), for the postings table."""
+    """The leaf of a posting (an order's donation made final), from its row
+    (``repository.posting_leaf_rows``)."""
     return canonical_json(
         {
             "type": "posting",
@@ -107,5 +109,15 @@ class LedgerLeaves:
         return entry_leaves(await repository.ledger_leaf_rows(conn, [int(k) for k in keys]))
 
 
-# The record tables of the donations log; a postings table adds its source here.
-LEAF_SOURCES = (LedgerLeaves(),)
+class PostingLeaves:
+    """The sequencer's source of posting leaves (record key: the posting's seq)."""
+
+    table = POSTING_TABLE
+
+    async def leaves(self, conn: Conn, keys: Sequence[str]) -> dict[str, bytes]:
+        rows = await repository.posting_leaf_rows(conn, [int(k) for k in keys])
+        return {str(row["seq"]): posting_leaf(row) for row in rows}
+
+
+# The record tables of the donations log.
+LEAF_SOURCES = (LedgerLeaves(), PostingLeaves())

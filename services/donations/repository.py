@@ -13,6 +13,7 @@ from services.donations.ledger import NewEntry, OrderLedger
 from services.donations.matching import Campaign
 from services.donations.rules import RuleVersion
 from shared.db import Conn
+from shared.tlog import store
 
 _RULE_COLUMNS = """seller_id, version, project_id, mode, amount_minor, basis_points, min_minor,
 max_minor, currency, active, effective_from, per_item"""
@@ -375,11 +376,39 @@ WITH e AS (
 SELECT e.*, coalesce(made.salt, s.salt) AS salt
 FROM e LEFT JOIN made USING (order_id) LEFT JOIN order_salt AS s USING (order_id)
 """
-_ORDER_LOG_RECORDS = """
-SELECT l.seq, l.entry_id, s.salt
-FROM ledger_entry AS l LEFT JOIN order_salt AS s USING (order_id)
-WHERE l.order_id = $1 ORDER BY l.seq
+# A posting's order has its salt already (its entries were logged first) unless both
+# are in one batch; the same statement makes it then.
+_POSTING_LEAF_ROWS = """
+WITH p AS (
+    SELECT seq, order_id, seller_id, project_id::text, currency, posted_minor, posted_at
+    FROM posting WHERE seq = ANY($1::bigint[])
+), made AS (
+    INSERT INTO order_salt (order_id, salt)
+    SELECT p.order_id,
+           substring(sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))
+                     FROM 1 FOR 16)
+    FROM p
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING order_id, salt
+)
+SELECT p.*, coalesce(made.salt, s.salt) AS salt
+FROM p LEFT JOIN made USING (order_id) LEFT JOIN order_salt AS s USING (order_id)
 """
+# The order's records in the log's tables: its entries in seq order, then its posting
+# (entry_id null), each with its leaf (null until sequenced); the salt is the order's
+# (null before its first leaf). One round trip for a proof's records and leaves.
+_ORDER_LOG_RECORDS = store.with_leaves(
+    """
+    SELECT r.record_table, r.record_key, r.entry_id, r.part, r.seq, s.salt
+    FROM (
+        SELECT 'ledger_entry' AS record_table, seq::text AS record_key, entry_id, 0 AS part, seq
+        FROM ledger_entry WHERE order_id = $1
+        UNION ALL
+        SELECT 'posting', seq::text, NULL::uuid, 1, seq FROM posting WHERE order_id = $1
+    ) AS r LEFT JOIN order_salt AS s ON s.order_id = $1
+    """,
+    "r.part, r.seq",
+)
 
 
 async def ledger_leaf_rows(conn: Conn, seqs: Sequence[int]) -> list[asyncpg.Record]:
@@ -387,8 +416,15 @@ async def ledger_leaf_rows(conn: Conn, seqs: Sequence[int]) -> list[asyncpg.Reco
     return list(await conn.fetch(_LEDGER_LEAF_ROWS, seqs))
 
 
+async def posting_leaf_rows(conn: Conn, seqs: Sequence[int]) -> list[asyncpg.Record]:
+    """The columns of the postings' leaves with their orders' salts (made if missing)."""
+    return list(await conn.fetch(_POSTING_LEAF_ROWS, seqs))
+
+
 async def order_log_records(conn: Conn, order_id: str) -> list[asyncpg.Record]:
-    """The order's entries (seq, entry_id) and its salt (null before its first leaf)."""
+    """The order's records in the log (record_table, record_key, entry_id: entries, then
+    its posting once posted), each with its leaf_index and leaf (null before it is
+    sequenced), and its salt (null before its first leaf)."""
     return list(await conn.fetch(_ORDER_LOG_RECORDS, order_id))
 
 

@@ -313,12 +313,14 @@ class CampaignsOut(BaseModel):
 
 
 class OrderProofEntryOut(BaseModel):
-    """One of the order's log entries with its inclusion proof."""
+    """One of the order's log records (a ledger entry, or its posting) with its
+    inclusion proof."""
 
     model_config = _DESCRIBED
 
-    entry_id: uuid.UUID
-    """The ledger entry (its id in the donations ledger and log)."""
+    entry_id: uuid.UUID | None
+    """The ledger entry (its id in the donations ledger and log); null for the order's
+    posting (its leaf's ``type`` is ``posting``)."""
     leaf_index: int
     """The leaf's index in the log."""
     leaf_b64: str
@@ -339,4 +341,5 @@ class OrderProofOut(BaseModel):
     checkpoint: str
     """The signed checkpoint every proof here is against (C2SP signed note)."""
     entries: list[OrderProofEntryOut]
-    """The entries, each with its leaf and proof."""
+    """The order's entries in ledger order, then its posting once posted; each with its
+    leaf and proof."""

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from services.donations import repository
 from services.donations.charities import CharitiesClient, CharitiesUnavailable, ProjectInfo
-from services.donations.log import LEDGER_TABLE
 from services.donations.matching import Campaign, campaign_status
 from services.donations.rules import RuleVersion
 from services.donations.schemas import (
@@ -46,7 +45,6 @@ from shared.pagination import (
     split_page,
 )
 from shared.problems import Conflict, Invalid, NotFound, Unavailable
-from shared.tlog import store
 from shared.tlog.api import LogReader, b64
 
 log = get_logger(__name__)
@@ -476,21 +474,20 @@ class DonationService:
         return _campaign_out(closed, datetime.now(UTC))
 
     async def order_proof(self, order_id: str) -> OrderProofOut:
-        """Every log entry of the order, each with its inclusion proof against one signed
-        checkpoint: 404 if the order has no entry, 503 (Retry-After) while any of its
-        entries is not covered by the served checkpoint yet."""
+        """Every log record of the order (its entries, then its posting once posted), each
+        with its inclusion proof against one signed checkpoint: 404 if the order has no
+        entry, 503 (Retry-After) while any of them is not covered by the served checkpoint
+        yet."""
         checkpoint = await self._log.checkpoint()
         async with self._pool.acquire() as conn:
             records = await repository.order_log_records(conn, order_id)
             if not records:
                 raise DonationNotFound(order_id)
-            keys = [str(r["seq"]) for r in records]
-            leaves = await store.record_leaves(conn, LEDGER_TABLE, keys)
             if records[0]["salt"] is None or any(
-                k not in leaves or leaves[k][0] >= checkpoint.size for k in keys
+                r["leaf_index"] is None or r["leaf_index"] >= checkpoint.size for r in records
             ):
                 raise ProofNotReady(order_id)
-            indexes = [leaves[k][0] for k in keys]
+            indexes = [r["leaf_index"] for r in records]
             proofs = await self._log.inclusion_proofs(conn, checkpoint.size, indexes)
         return OrderProofOut(
             order_id=order_id,
@@ -499,10 +496,10 @@ class DonationService:
             entries=[
                 OrderProofEntryOut(
                     entry_id=r["entry_id"],
-                    leaf_index=leaves[k][0],
-                    leaf_b64=b64(leaves[k][1]),
+                    leaf_index=r["leaf_index"],
+                    leaf_b64=b64(r["leaf"]),
                     inclusion_proof=[b64(h) for h in proof],
                 )
-                for r, k, proof in zip(records, keys, proofs, strict=True)
+                for r, proof in zip(records, proofs, strict=True)
             ],
         )

@@ -214,6 +214,19 @@ async def record_leaves(
     return {r["record_key"]: (r["leaf_index"], bytes(r["leaf"])) for r in rows}
 
 
+def with_leaves(records_query: str, order_by: str) -> str:
+    """A service's query of records (columns ``record_table`` and ``record_key``, and
+    any others) extended with each record's ``leaf_index`` and ``leaf`` (null while it
+    has none), ordered by ``order_by`` over its columns: the records and their leaves
+    in one round trip, the log's part of the SQL kept here."""
+    return (
+        f"WITH r AS MATERIALIZED ({records_query})\n"
+        "SELECT r.*, l.leaf_index, l.leaf FROM r\n"
+        "LEFT JOIN log_leaf AS l USING (record_table, record_key)\n"
+        f"ORDER BY {order_by}"
+    )
+
+
 async def counts(conn: Conn) -> dict[str, int]:
     """Leaves, distinct records with a leaf, tree size and pending rows (tests, tools)."""
     row = await conn.fetchrow(_LEAF_COUNTS)

@@ -14,7 +14,7 @@ import orjson
 
 from tools.bench import Figure
 
-MODULES = ("orders", "donations", "charities", "ceiling", "pipeline")
+MODULES = ("orders", "donations", "charities", "ceiling", "log", "pipeline")
 
 
 def _median_of_runs(runs: list[list[Figure]]) -> list[Figure]:

@@ -1,6 +1,7 @@
 // The project page at /projects/{project_id}: goal and progress, pending, posted,
-// disbursed and available money (refreshed every few seconds), the disbursements, and a
-// box that traces an order's donation to what it paid for. Amounts stay BigInt from
+// disbursed and available money (refreshed every few seconds), the disbursements, a
+// box that traces an order's donation to what it paid for, and "check my donation",
+// which verifies the order's proof from the donations log here (donation-proof.js). Amounts stay BigInt from
 // parse to display (see dashboard.js); no framework, no inline script or style.
 "use strict";
 
@@ -170,9 +171,55 @@ async function trace(event) {
   result.replaceChildren(summary, list);
 }
 
+// The donations log's verifier key as this service pins it, fetched once per page.
+let verifierKey = null;
+
+function checkFailed(text) {
+  $("check-result").replaceChildren(el("p", { className: "trace-error", id: "check-failed", textContent: text }));
+}
+
+async function checkDonation(event) {
+  event.preventDefault();
+  const orderId = $("check-order-id").value.trim();
+  if (!orderId) return;
+  $("check-result").replaceChildren(el("p", { className: "check-detail", textContent: "checking…" }));
+  const { verifyDonationProof, ProofError } = await import("/static/donation-proof.js");
+  if (verifierKey === null) {
+    const key = await fetch("/v1/donations-log/key", { cache: "no-store" });
+    if (!key.ok) return checkFailed("The donations log's key is unavailable right now.");
+    verifierKey = (await key.text()).trim();
+  }
+  const response = await fetch(`/v1/orders/${encodeURIComponent(orderId)}/donation/proof`, { cache: "no-store" });
+  if (response.status === 404) return checkFailed(`No donation found for order ${orderId}.`);
+  if (!response.ok) return checkFailed("The donations log cannot answer right now (a new donation is logged within seconds).");
+  let proven;
+  try {
+    proven = await verifyDonationProof(await response.json(), orderId, verifierKey);
+  } catch (error) {
+    if (!(error instanceof ProofError)) throw error;
+    return checkFailed(`NOT verified: ${error.message}.`);
+  }
+  const project = proven.projectId === projectId && state.project ? state.project.name : `project ${proven.projectId}`;
+  const ok = el("p", {
+    className: "check-ok",
+    id: "check-verified",
+    textContent: `verified: ${formatMinor(proven.amountMinor, proven.currency)} to ${project}, ` +
+      `in tree of size ${proven.treeSize}` + (proven.posted ? " (posted, final)" : " (pending its return window)"),
+  });
+  const detail = el("p", {
+    className: "check-detail",
+    textContent: `${proven.records.length} record(s) at leaves ${proven.records.map((r) => r.leafIndex).join(", ")}; ` +
+      `root ${proven.root}; key ${verifierKey.split("+").slice(0, 2).join("+")}`,
+  });
+  $("check-result").replaceChildren(ok, detail);
+}
+
 async function start() {
   $("trace-form").addEventListener("submit", (event) => {
     trace(event).catch((error) => setStatus(false, error.message));
+  });
+  $("check-form").addEventListener("submit", (event) => {
+    checkDonation(event).catch((error) => checkFailed(`NOT verified: ${error.message}.`));
   });
   try {
     await loadProject();
