@@ -31,7 +31,6 @@ and the rest of the batch, and of the partition, goes on.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from shared.events import (
     OrderCancelled,
     OrderCompleted,
     OrderRefunded,
+    new_event_ids,
     order_event_adapter,
 )
 from shared.kafka import BatchConsumer, DeadLetter, KafkaAccess, Producer, Record
@@ -232,13 +232,12 @@ class LedgerHandler:
         """
         at = recorded_at.isoformat()
         dumps = orjson.dumps
-        new_id = uuid.uuid4
         topic = self._ledger_topic
         messages = []
-        for e in entries:
+        for event_id, e in zip(new_event_ids(len(entries)), entries, strict=True):
             payload = dumps(
                 {
-                    "event_id": new_id(),
+                    "event_id": event_id,
                     "type": DONATION_RECORDED,
                     "schema_version": SCHEMA_VERSION,
                     "occurred_at": at,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import orjson
@@ -15,6 +16,7 @@ from shared.events import (
     OrderSnapshot,
     decode_envelope,
     encode,
+    new_event_ids,
     order_event_adapter,
 )
 from shared.kafka import kafka_partitioner
@@ -43,6 +45,18 @@ def test_an_event_survives_the_wire_with_its_id_and_schema_version() -> None:
     assert envelope.type == "order.completed"
     assert data["schema_version"] == 1
     assert order_event_adapter.validate_python(data) == event
+
+
+@given(st.integers(0, 300))
+def test_bulk_event_ids_are_distinct_canonical_version_4_uuids(count: int) -> None:
+    ids = new_event_ids(count)
+    assert len(ids) == count
+    assert len(set(ids)) == count
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_decode_rejects_non_objects_and_missing_fields() -> None:
