@@ -53,7 +53,7 @@ from shared.events import (
     OrderItem,
     OrderSnapshot,
     encode,
-    order_event_adapter,
+    order_event_decoder,
 )
 from shared.kafka import Producer, Record, ensure_topics, make_producer
 from shared.migrations import migrate
@@ -214,7 +214,7 @@ class NaiveHandler:
 
     async def __call__(self, records: list[Record]) -> list[Any]:
         for record in records:
-            event = order_event_adapter.validate_json(record.value)
+            event = order_event_decoder.decode(record.value)
             assert isinstance(event, OrderCompleted)
             order = event.order
             async with self._pool.acquire() as conn, conn.transaction():
@@ -256,7 +256,7 @@ class NaiveHandler:
                 payload = DonationRecorded(
                     occurred_at=now,
                     entry=LedgerEntry(
-                        entry_id=new_id,
+                        entry_id=uuid.UUID(new_id),
                         order_id=order.order_id,
                         seller_id=order.seller_id,
                         project_id=rule.project_id,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+import msgspec
 import orjson
 from fastapi import FastAPI, Response
 
@@ -97,7 +98,8 @@ async def fold_directly(pool: Pool, events: Sequence[DonationRecorded | dict[str
     """Folds ``events`` into the totals through the repository, without Kafka: for totals
     no test would wait for a producer to reach (amounts above 2^53, say)."""
     entries = [
-        e.entry.model_dump() if isinstance(e, DonationRecorded) else e["entry"] for e in events
+        msgspec.structs.asdict(e.entry) if isinstance(e, DonationRecorded) else e["entry"]
+        for e in events
     ]
     columns = repository.EntryColumns(
         entry_id=[uuid.UUID(str(e["entry_id"])) for e in entries],
