@@ -10,16 +10,17 @@ a unique key per (order_id, event key) (``accrual``, ``refund:<refund_id>``) and
 inserted with ``ON CONFLICT DO NOTHING``, so the redelivered batch records nothing twice
 and, since only rows actually inserted are put in the outbox, publishes nothing twice.
 
-Per batch the database sees at most seven statements whatever the batch size: the rule
+Per batch the database sees at most ten statements whatever the batch size: the rule
 histories of its sellers, a lock on the batch's refunded orders' pending postings and
 their ledger state (only when the batch has refunds), the lock on the campaigns of its
-projects, the entries (``unnest``; new accruals also join ``posting_due`` in that
-statement), the outbox rows, and the partitions' positions; and when a campaign
-matches, three more: what refunded orders' matches have left, the match entries, one
-update of the touched campaigns' ``matched_minor`` (services/donations/matching.py says
-why the budget is never exceeded). Matches follow the return window by construction:
-only a reversal this batch recorded is matched by a match reversal, and a refund after
-``available_on`` or after the posting records none.
+projects, the entries (four: a staging table, COPY into it, one insert from it in which
+new accruals also join ``posting_due``, its drop), the outbox rows, and the partitions'
+positions; and when a campaign matches, six more: what refunded orders' matches have
+left, the match entries (four again), one update of the touched campaigns'
+``matched_minor`` (services/donations/matching.py says why the budget is never
+exceeded). Matches follow the return window by construction: only a reversal this batch
+recorded is matched by a match reversal, and a refund after ``available_on`` or after
+the posting records none.
 
 The positions (``consumer_position``: per partition the next offset to apply and the
 latest ``occurred_at`` applied) are written in the batch's transaction, so they never
