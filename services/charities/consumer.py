@@ -18,7 +18,7 @@ import orjson
 from prometheus_client import Counter
 
 from services.charities import repository
-from services.charities.repository import FOLDED_KINDS, EntryColumns, LedgerRows, PostingColumns
+from services.charities.repository import FOLDED_KINDS, LedgerRows, PostingColumns
 from shared.db import Pool
 from shared.events import (
     DONATION_POSTED,
@@ -65,8 +65,7 @@ def _unknown_kind(raw: bytes) -> bool:
 
 @dataclass(frozen=True)
 class LedgerBatch:
-    entries: EntryColumns  # every entry of a known kind, folded into the totals
-    rows: LedgerRows  # every entry of a known kind, kept for allocation and traces
+    rows: LedgerRows  # every entry of a known kind: kept (allocation, traces) and folded
     postings: PostingColumns
     dead: list[DeadLetter]
     skipped: int  # events of other types
@@ -119,15 +118,6 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
         seen.add(entry.entry_id)
         entries.append(entry)
     return LedgerBatch(
-        EntryColumns(
-            [e.entry_id for e in entries],
-            [e.project_id for e in entries],
-            [e.seller_id for e in entries],
-            [e.currency for e in entries],
-            [e.kind for e in entries],
-            [e.amount_minor for e in entries],
-            [e.recorded_at for e in entries],
-        ),
         LedgerRows(
             [e.entry_id for e in entries],
             [e.order_id for e in entries],
@@ -171,14 +161,12 @@ class LedgerFolder:
         return parse_ledger(records)
 
     async def apply(self, parsed: LedgerBatch) -> Sequence[DeadLetter]:
-        entries = parsed.entries
+        rows = parsed.rows
         applied = postings = 0
-        if parsed.rows.entry_id or parsed.postings.order_id:
+        if rows.entry_id or parsed.postings.order_id:
             async with self._pool.acquire() as conn, conn.transaction():
-                if entries.entry_id:
-                    applied = await repository.fold_entries(conn, entries)
-                if parsed.rows.entry_id:
-                    await repository.record_entries(conn, parsed.rows)
+                if rows.entry_id:
+                    applied = await repository.fold_entries(conn, rows)
                 if parsed.postings.order_id:
                     # entries first: a posting in the same batch as its order's entries
                     # (same key, same partition, after them) must see them
@@ -186,7 +174,7 @@ class LedgerFolder:
                     postings = await repository.apply_postings(conn, parsed.postings)
         ENTRIES_FOLDED.inc(applied)
         POSTINGS_APPLIED.inc(postings)
-        ENTRIES_REDELIVERED.inc(len(entries.entry_id) - applied + parsed.duplicates)
+        ENTRIES_REDELIVERED.inc(len(rows.entry_id) - applied + parsed.duplicates)
         EVENTS_SKIPPED.inc(parsed.skipped)
         ENTRIES_SKIPPED.inc(parsed.unknown_kinds)
         LEDGER_DEAD_LETTERS.inc(len(parsed.dead))
