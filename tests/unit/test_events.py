@@ -19,6 +19,7 @@ from shared.events import (
     decode_envelope,
     encode,
     new_event_ids,
+    order_event_decoder,
 )
 from shared.kafka import kafka_partitioner
 
@@ -67,6 +68,50 @@ def test_decode_rejects_non_objects_and_missing_fields() -> None:
         decode_envelope(b"{not json")
     with pytest.raises(ValidationError):
         decode_envelope(b'{"type": "order.completed"}')
+
+
+def _completed_with(**order: object) -> bytes:
+    data = orjson.loads(encode(completed()))
+    data["order"].update(order)
+    return orjson.dumps(data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"currency": "XXX"},  # not a supported currency
+        {"currency": "cny"},
+        {"total_minor": -1},
+        {"total_minor": 10**15 + 1},  # past shared.money's MAX_MINOR
+        {"total_minor": 300.0},  # amounts are integers, never floats
+        {"total_minor": "300"},  # nor strings
+        {"total_minor": True},
+        {"placed_at": "2026-11-11T00:00:00"},  # an instant without its offset
+        {"items": [{"item_id": "i", "quantity": "3", "unit_price_minor": 100}]},
+        {"order_id": None},
+    ],
+)
+def test_decoding_an_order_event_is_strict(change: dict[str, object]) -> None:
+    assert isinstance(order_event_decoder.decode(_completed_with()), OrderCompleted)
+    with pytest.raises(ValidationError):
+        order_event_decoder.decode(_completed_with(**change))
+
+
+def test_the_type_tag_chooses_the_event_and_an_unknown_type_is_invalid() -> None:
+    raw = encode(completed())
+    event = order_event_decoder.decode(raw)
+    assert isinstance(event, OrderCompleted)
+    assert event.type == "order.completed"
+    assert orjson.loads(raw)["type"] == "order.completed"
+    other = orjson.loads(raw)
+    other["type"] = "order.shipped"
+    with pytest.raises(ValidationError):
+        order_event_decoder.decode(orjson.dumps(other))
+    # extra fields from a newer producer are tolerated
+    newer = orjson.loads(raw)
+    newer["order"]["gift_wrap"] = True
+    newer["trace"] = "x"
+    assert order_event_decoder.decode(orjson.dumps(newer)).event_id == event.event_id
 
 
 @given(st.binary(min_size=0, max_size=64), st.integers(1, 64))
