@@ -178,28 +178,19 @@ async def close_project(conn: Conn, project_id: uuid.UUID) -> Row | None:
 # --- folding the ledger into totals ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EntryColumns:
-    """A batch of ledger entries as parallel arrays, for one ``unnest``."""
-
-    entry_id: Sequence[uuid.UUID]
-    project_id: Sequence[uuid.UUID]
-    seller_id: Sequence[str]
-    currency: Sequence[str]
-    kind: Sequence[str]  # one of FOLDED_KINDS
-    amount_minor: Sequence[int]
-    recorded_at: Sequence[datetime]
-
-
 # The kinds of ledger entry the totals know: the sellers' donations (accrual, reversal)
 # and the sponsors' matches (match, match_reversal), which are totalled apart.
 FOLDED_KINDS = frozenset({"accrual", "reversal", "match", "match_reversal"})
 
-# One statement per batch. Only entries whose id was not applied before count; each
-# (project, currency) total row and each daily bucket is written once with the batch's
-# sums; a seller raises seller_count only when its (project, seller) pair is new (only an
-# accrual makes a seller a donor; a match is the sponsor's money). Rows are written in key
-# order so that concurrent consumers lock them in the same order.
+# One statement per batch. Each entry is kept once in ledger_entry (by entry_id), and
+# that insert is the duplicate guard: only the entries it inserted count (a second table
+# of applied ids cost an index insert per entry for nothing). Entries folded before
+# ledger_entry existed (migration 0030) are only in applied_entry, which is no longer
+# written: an entry found there is not folded again. Each (project, currency) total row
+# and each daily bucket is written once with the batch's sums; a seller raises
+# seller_count only when its (project, seller) pair is new (only an accrual makes a seller
+# a donor; a match is the sponsor's money). Rows are written in key order so that
+# concurrent consumers lock them in the same order.
 _SUMS = """
            coalesce(sum(amount_minor) FILTER (WHERE kind = 'accrual'), 0),
            coalesce(sum(amount_minor) FILTER (WHERE kind = 'reversal'), 0),
@@ -208,14 +199,20 @@ _SUMS = """
            count(*) FILTER (WHERE kind = 'accrual')"""
 _FOLD = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                         $6::bigint[], $7::timestamptz[])
-        AS t(entry_id, project_id, seller_id, currency, kind, amount_minor, recorded_at)
-), fresh AS (
-    INSERT INTO applied_entry (entry_id, project_id)
-    SELECT entry_id, project_id FROM input ORDER BY entry_id
-    ON CONFLICT DO NOTHING
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+                         $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
+                         $10::timestamptz[])
+        AS t(entry_id, order_id, project_id, seller_id, currency, kind, amount_minor,
+             campaign_id, recorded_at, available_on)
+), kept AS (
+    INSERT INTO ledger_entry (entry_id, order_id, project_id, seller_id, currency, kind,
+                              amount_minor, campaign_id, recorded_at, available_on)
+    SELECT * FROM input ORDER BY entry_id
+    ON CONFLICT (entry_id) DO NOTHING
     RETURNING entry_id
+), fresh AS (
+    SELECT entry_id FROM kept
+    WHERE NOT EXISTS (SELECT 1 FROM applied_entry AS a WHERE a.entry_id = kept.entry_id)
 ), new_entry AS (
     SELECT input.* FROM input JOIN fresh USING (entry_id)
 ), new_seller AS (
@@ -267,17 +264,21 @@ SELECT count(*) FROM fresh
 """
 
 
-async def fold_entries(conn: Conn, entries: EntryColumns) -> int:
-    """Adds the entries not applied before to the totals; returns how many were new."""
+async def fold_entries(conn: Conn, rows: LedgerRows) -> int:
+    """Keeps the entries not seen before and adds them to the totals; returns how many
+    were new."""
     applied: int = await conn.fetchval(
         _FOLD,
-        entries.entry_id,
-        entries.project_id,
-        entries.seller_id,
-        entries.currency,
-        entries.kind,
-        entries.amount_minor,
-        entries.recorded_at,
+        rows.entry_id,
+        rows.order_id,
+        rows.project_id,
+        rows.seller_id,
+        rows.currency,
+        rows.kind,
+        rows.amount_minor,
+        rows.campaign_id,
+        rows.recorded_at,
+        rows.available_on,
     )
     return applied
 
@@ -431,36 +432,6 @@ class LedgerRows:
     campaign_id: Sequence[str | None]
     recorded_at: Sequence[datetime]
     available_on: Sequence[datetime | None]
-
-
-async def record_entries(conn: Conn, rows: LedgerRows) -> int:
-    """Keeps each entry once (by entry_id); returns how many were new."""
-    inserted: int = await conn.fetchval(
-        """
-        WITH fresh AS (
-            INSERT INTO ledger_entry (entry_id, order_id, project_id, seller_id, currency, kind,
-                                      amount_minor, campaign_id, recorded_at, available_on)
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-                                 $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
-                                 $10::timestamptz[])
-            ORDER BY 1
-            ON CONFLICT (entry_id) DO NOTHING
-            RETURNING 1
-        )
-        SELECT count(*) FROM fresh
-        """,
-        rows.entry_id,
-        rows.order_id,
-        rows.project_id,
-        rows.seller_id,
-        rows.currency,
-        rows.kind,
-        rows.amount_minor,
-        rows.campaign_id,
-        rows.recorded_at,
-        rows.available_on,
-    )
-    return inserted
 
 
 @dataclass(frozen=True)

@@ -117,29 +117,55 @@ SELECT e.order_id, min(e.seller_id) AS seller_id, (array_agg(e.project_id))[1] A
 FROM ledger_entry e WHERE e.order_id = ANY($1::text[])
 GROUP BY e.order_id
 """
-# Accruals also join the orders waiting for their posting (with the orders.lifecycle
-# partition their events are on), in the same statement.
-_INSERT_ENTRIES = """
+# The batch's entries are COPied into a staging table dropped at commit, then inserted
+# from it in one statement: COPY's binary rows cost the client a third less than
+# encoding thirteen arrays for unnest. Accruals also join the orders waiting for their
+# posting (with the orders.lifecycle partition their events are on), in that statement.
+_STAGE_ENTRIES = """
+CREATE TEMP TABLE ledger_entry_stage (
+    entry_id uuid, order_id text, event_key text, seller_id text, project_id uuid, kind text,
+    amount_minor bigint, currency text, rule_version int, event_id uuid, campaign_id text,
+    item_minor bigint, available_on timestamptz, kafka_partition int
+) ON COMMIT DROP
+"""
+_STAGE_COLUMNS = (
+    "entry_id",
+    "order_id",
+    "event_key",
+    "seller_id",
+    "project_id",
+    "kind",
+    "amount_minor",
+    "currency",
+    "rule_version",
+    "event_id",
+    "campaign_id",
+    "item_minor",
+    "available_on",
+    "kafka_partition",
+)
+_INSERT_STAGED = """
 WITH e AS (
     INSERT INTO ledger_entry (entry_id, order_id, event_key, seller_id, project_id, kind,
                               amount_minor, currency, rule_version, event_id, campaign_id,
                               item_minor, available_on, recorded_at)
-    SELECT e.*, $14::timestamptz
-    FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
-                $6::text[], $7::bigint[], $8::text[], $9::int[], $10::uuid[], $11::text[],
-                $12::bigint[], $13::timestamptz[]) AS e
+    SELECT entry_id, order_id, event_key, seller_id, project_id, kind, amount_minor,
+           currency, rule_version, event_id, campaign_id, item_minor, available_on,
+           $1::timestamptz
+    FROM ledger_entry_stage
     ON CONFLICT (order_id, event_key) DO NOTHING
     RETURNING entry_id, order_id, kind, available_on
 ), due AS (
     INSERT INTO posting_due (order_id, kafka_partition, available_on)
-    SELECT e.order_id, coalesce(p.kafka_partition, -1), e.available_on
-    FROM e LEFT JOIN unnest($15::text[], $16::int[]) AS p (order_id, kafka_partition)
-        USING (order_id)
+    SELECT e.order_id, coalesce(s.kafka_partition, -1), e.available_on
+    FROM e JOIN ledger_entry_stage s USING (entry_id)
     WHERE e.kind = 'accrual'
     ON CONFLICT (order_id) DO NOTHING
 )
 SELECT entry_id::text FROM e
 """
+# Dropped at once too: a transaction stages twice when its batch is matched.
+_DROP_STAGE = "DROP TABLE ledger_entry_stage"
 # Waits for a posting of these orders in progress (the posting job locks the rows it
 # posts): a refund applied after it sees the order posted, never a half-posted order.
 _LOCK_DUE = """
@@ -176,33 +202,42 @@ async def insert_entries(
     recorded_at: datetime,
     partitions: Mapping[str, int] | None = None,
 ) -> set[str]:
-    """Inserts ``entries`` in one statement; returns the ids of those not recorded before.
+    """Inserts ``entries`` (COPY, then one statement); returns the ids of those not
+    recorded before. Inside the caller's transaction (the staging table lives until its
+    commit).
 
     Each new accrual's order waits for its posting (``posting_due``), filed under its
     partition in ``partitions`` (order_id -> orders.lifecycle partition; -1 if absent).
     """
     if not entries:
         return set()
-    partitions = partitions or {}
-    rows = await conn.fetch(
-        _INSERT_ENTRIES,
-        [e.entry_id for e in entries],
-        [e.order_id for e in entries],
-        [e.event_key for e in entries],
-        [e.seller_id for e in entries],
-        [e.project_id for e in entries],
-        [e.kind for e in entries],
-        [e.amount_minor for e in entries],
-        [e.currency for e in entries],
-        [e.rule_version for e in entries],
-        [e.event_id for e in entries],
-        [e.campaign_id for e in entries],
-        [e.item_minor for e in entries],
-        [e.available_on for e in entries],
-        recorded_at,
-        list(partitions),
-        list(partitions.values()),
+    partition = (partitions or {}).get
+    await conn.execute(_STAGE_ENTRIES)
+    await conn.copy_records_to_table(
+        "ledger_entry_stage",
+        records=[
+            (
+                e.entry_id,
+                e.order_id,
+                e.event_key,
+                e.seller_id,
+                e.project_id,
+                e.kind,
+                e.amount_minor,
+                e.currency,
+                e.rule_version,
+                e.event_id,
+                e.campaign_id,
+                e.item_minor,
+                e.available_on,
+                partition(e.order_id) if e.kind == "accrual" else None,
+            )
+            for e in entries
+        ],
+        columns=_STAGE_COLUMNS,
     )
+    rows = await conn.fetch(_INSERT_STAGED, recorded_at)
+    await conn.execute(_DROP_STAGE)
     return {r["entry_id"] for r in rows}
 
 

@@ -81,7 +81,7 @@ def test_kinds_postings_and_unknowns() -> None:
         _record(_posted("o-2", posted_minor=-5), 6),  # invalid
     ]
     parsed = parse_ledger(records)
-    assert list(parsed.entries.amount_minor) == [10, 4, 1]  # matches are folded too
+    assert list(parsed.rows.amount_minor) == [10, 4, 1]  # matches are folded too
     assert list(parsed.rows.kind) == ["accrual", "match", "match_reversal"]
     assert list(parsed.rows.campaign_id) == [None, "camp-1", "camp-1"]
     assert parsed.rows.available_on[0] is not None

@@ -80,8 +80,8 @@ def test_the_shared_entry_model_parses_like_the_test_events() -> None:
         )
     )
     parsed = parse_ledger([_record(shared), _record(_event("accrual", 5))])
-    assert list(parsed.entries.kind) == ["accrual", "accrual"]
-    assert parsed.entries.entry_id[0] == entry_id
+    assert list(parsed.rows.kind) == ["accrual", "accrual"]
+    assert parsed.rows.entry_id[0] == entry_id
 
 
 def test_parse_ledger_sorts_entries_dead_letters_and_skips() -> None:
@@ -111,9 +111,9 @@ def test_parse_ledger_sorts_entries_dead_letters_and_skips() -> None:
         _record(_event("bonus", 9), 10),
     ]
     parsed = parse_ledger(records)
-    assert list(parsed.entries.amount_minor) == [7, 3, 4, 2]
-    assert list(parsed.entries.kind) == ["accrual", "reversal", "match", "match_reversal"]
-    assert parsed.entries.entry_id[0] == duplicate
+    assert list(parsed.rows.amount_minor) == [7, 3, 4, 2]
+    assert list(parsed.rows.kind) == ["accrual", "reversal", "match", "match_reversal"]
+    assert parsed.rows.entry_id[0] == duplicate
     assert parsed.skipped == 1
     assert parsed.unknown_kinds == 1
     assert parsed.duplicates == 1
@@ -138,13 +138,13 @@ def test_parse_ledger_keeps_every_distinct_entry_once(
     raw = [_event(kind, amount, i) for (kind, amount), i in zip(entries, ids, strict=True)]
     records = [_record(value, n) for n, value in enumerate(raw * (1 + repeats))]
     parsed = parse_ledger(records)
-    assert list(parsed.entries.entry_id) == ids
+    assert list(parsed.rows.entry_id) == ids
     assert sum(
         a
-        for a, kind in zip(parsed.entries.amount_minor, parsed.entries.kind, strict=True)
+        for a, kind in zip(parsed.rows.amount_minor, parsed.rows.kind, strict=True)
         if kind == "match"
     ) == sum(a for k, a in entries if k == "match")
-    assert list(parsed.entries.kind) == [k for k, _ in entries]
+    assert list(parsed.rows.kind) == [k for k, _ in entries]
     assert parsed.duplicates == len(entries) * repeats
     assert parsed.dead == []
 
@@ -244,5 +244,5 @@ async def test_response_cache_failure_reaches_every_waiter_and_is_not_cached() -
 def test_recorded_at_offsets_are_kept_exactly() -> None:
     raw = _event()
     parsed = parse_ledger([_record(raw)])
-    assert parsed.entries.recorded_at[0] == datetime(2031, 1, 1, tzinfo=UTC)
-    assert parsed.entries.recorded_at[0].utcoffset() == timedelta(0)
+    assert parsed.rows.recorded_at[0] == datetime(2031, 1, 1, tzinfo=UTC)
+    assert parsed.rows.recorded_at[0].utcoffset() == timedelta(0)

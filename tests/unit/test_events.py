@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from shared.events import (
     OrderCompleted,
     OrderItem,
+    OrderLifecycleEvent,
     OrderSnapshot,
+    ValidationError,
     decode_envelope,
     encode,
-    order_event_adapter,
+    new_event_ids,
+    order_event_decoder,
 )
 from shared.kafka import kafka_partitioner
 
@@ -42,7 +46,19 @@ def test_an_event_survives_the_wire_with_its_id_and_schema_version() -> None:
     assert envelope.event_id == event.event_id
     assert envelope.type == "order.completed"
     assert data["schema_version"] == 1
-    assert order_event_adapter.validate_python(data) == event
+    assert msgspec.convert(data, OrderLifecycleEvent) == event
+
+
+@given(st.integers(0, 300))
+def test_bulk_event_ids_are_distinct_canonical_version_4_uuids(count: int) -> None:
+    ids = new_event_ids(count)
+    assert len(ids) == count
+    assert len(set(ids)) == count
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_decode_rejects_non_objects_and_missing_fields() -> None:
@@ -52,6 +68,50 @@ def test_decode_rejects_non_objects_and_missing_fields() -> None:
         decode_envelope(b"{not json")
     with pytest.raises(ValidationError):
         decode_envelope(b'{"type": "order.completed"}')
+
+
+def _completed_with(**order: object) -> bytes:
+    data = orjson.loads(encode(completed()))
+    data["order"].update(order)
+    return orjson.dumps(data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"currency": "XXX"},  # not a supported currency
+        {"currency": "cny"},
+        {"total_minor": -1},
+        {"total_minor": 10**15 + 1},  # past shared.money's MAX_MINOR
+        {"total_minor": 300.0},  # amounts are integers, never floats
+        {"total_minor": "300"},  # nor strings
+        {"total_minor": True},
+        {"placed_at": "2026-11-11T00:00:00"},  # an instant without its offset
+        {"items": [{"item_id": "i", "quantity": "3", "unit_price_minor": 100}]},
+        {"order_id": None},
+    ],
+)
+def test_decoding_an_order_event_is_strict(change: dict[str, object]) -> None:
+    assert isinstance(order_event_decoder.decode(_completed_with()), OrderCompleted)
+    with pytest.raises(ValidationError):
+        order_event_decoder.decode(_completed_with(**change))
+
+
+def test_the_type_tag_chooses_the_event_and_an_unknown_type_is_invalid() -> None:
+    raw = encode(completed())
+    event = order_event_decoder.decode(raw)
+    assert isinstance(event, OrderCompleted)
+    assert event.type == "order.completed"
+    assert orjson.loads(raw)["type"] == "order.completed"
+    other = orjson.loads(raw)
+    other["type"] = "order.shipped"
+    with pytest.raises(ValidationError):
+        order_event_decoder.decode(orjson.dumps(other))
+    # extra fields from a newer producer are tolerated
+    newer = orjson.loads(raw)
+    newer["order"]["gift_wrap"] = True
+    newer["trace"] = "x"
+    assert order_event_decoder.decode(orjson.dumps(newer)).event_id == event.event_id
 
 
 @given(st.binary(min_size=0, max_size=64), st.integers(1, 64))

@@ -8,6 +8,7 @@ stack (``make run``) is up while they run. Figures are also written to
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -49,16 +50,55 @@ class Figure:
         return f"bench {self.name} {value} {self.unit}"
 
 
-class FirstBatchTimer:
-    """Wraps a consumer handler (plain or two-phase) and notes when the first batch came."""
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, inner: Any) -> None:
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+async def backend_pids(pool: asyncpg.Pool[Any]) -> list[int]:
+    """The server processes of every connection to the pool's database."""
+    rows = await pool.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    return [r["pid"] for r in rows]
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """What consume_timed measured, from the first batch to the last commit."""
+
+    seconds: float
+    batches: int
+    cpu_s: float  # this Python process
+    db_cpu_s: float  # the PostgreSQL backends serving the benchmark's database
+
+    def us_per(self, events: int) -> tuple[float, float]:
+        """(process, database) CPU microseconds per event."""
+        return self.cpu_s / events * 1e6, self.db_cpu_s / events * 1e6
+
+
+class FirstBatchTimer:
+    """Wraps a consumer handler (plain or two-phase) and notes when the first batch came,
+    with the CPU used so far by this process and by the database backends in ``pids``."""
+
+    def __init__(self, inner: Any, pids: Sequence[int] = ()) -> None:
         self._inner = inner
+        self._pids = pids
         self.first: float | None = None
+        self.cpu_at_first = 0.0
+        self.db_cpu_at_first: dict[int, float] = {}
 
     def prepare(self, records: Sequence[Any]) -> Any:
         if self.first is None:
             self.first = time.perf_counter()
+            self.cpu_at_first = time.process_time()
+            self.db_cpu_at_first = {pid: process_cpu_s(pid) for pid in self._pids}
         return self._inner.prepare(records) if hasattr(self._inner, "prepare") else records
 
     async def apply(self, prepared: Any) -> Any:
@@ -76,13 +116,18 @@ async def consume_timed(
     producer: Producer,
     total: int,
     max_records: int,
-    timeout_s: float = 150,
-) -> tuple[float, int]:
+    timeout_s: float = 300,
+    pool: asyncpg.Pool[Any] | None = None,
+) -> Consumed:
     """Runs a BatchConsumer with ``handler`` until ``total`` records are committed.
 
-    Returns the seconds from the first batch to the last commit, and the batches used.
+    Returns the seconds from the first batch to the last commit, the batches used, and
+    the CPU seconds spent meanwhile by this process and (with ``pool``) by the database
+    backends serving the pool's database. CPU per event varies far less than events per
+    second on a loaded machine.
     """
-    timed = FirstBatchTimer(handler)
+    pids = await backend_pids(pool) if pool is not None else []
+    timed = FirstBatchTimer(handler, pids)
     consumer = BatchConsumer(
         bootstrap=bootstrap,
         topic=topic,
@@ -101,9 +146,12 @@ async def consume_timed(
                 raise RuntimeError(f"consumer stalled at {consumer.records_done}/{total}")
             await asyncio.sleep(0.005)
         finished = time.perf_counter()
+        cpu = time.process_time() - timed.cpu_at_first
+        later = await backend_pids(pool) if pool is not None else []
+        db_cpu = sum(process_cpu_s(p) - timed.db_cpu_at_first.get(p, 0.0) for p in later)
     finally:
         await consumer.stop()
         await task
         await consumer.close()
     assert timed.first is not None
-    return finished - timed.first, consumer.batches_done
+    return Consumed(finished - timed.first, consumer.batches_done, cpu, db_cpu)

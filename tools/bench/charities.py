@@ -4,7 +4,9 @@
   over 100 others, 5 % reversals, 1000 sellers) pre-loaded onto ``bench.donations.ledger``,
   then folded by the service's own BatchConsumer + handler; timed from the first batch
   handed to the handler to the last offset commit. The totals are checked against the
-  produced entries afterwards.
+  produced entries afterwards. ``charities.fold_cpu_us_per_entry`` and
+  ``charities.fold_db_cpu_us_per_entry``: CPU microseconds per entry of the folding
+  process and of the PostgreSQL backends serving it (from /proc).
 - ``charities.totals_200_per_s`` / ``charities.totals_304_per_s`` / ``_p50_ms`` / ``_p99_ms``:
   ``GET /v1/totals`` against one service process (uvicorn, API only), load from ``wrk``
   (``apt-get install wrk``; an httpx load generator otherwise), 32 connections.
@@ -17,7 +19,8 @@
   two processes must give the same ETag for the same data, or the figure is not reported.
 
 Runs in its own database ``charities_bench`` and on ``bench.``-prefixed topics, so it never
-touches the data of ``make run`` or of the tests.
+touches the data of ``make run`` or of the tests (``GFG_BENCH_CHARITIES_DB`` and
+``GFG_BENCH_TOPIC_PREFIX`` choose others).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
 from tools.bench import Figure, consume_timed, ensure_database, free_port
 
-DATABASE = "charities_bench"
+DATABASE = os.environ.get("GFG_BENCH_CHARITIES_DB", "charities_bench")
+TOPIC_PREFIX = os.environ.get("GFG_BENCH_TOPIC_PREFIX", "bench.")
 ENTRIES = 100_000
 PROJECTS = 101
 SELLERS = 1000
@@ -63,7 +67,7 @@ CONNECTIONS = 32
 def _settings() -> Settings:
     return Settings(
         charities_db=DATABASE,
-        topic_prefix="bench.",
+        topic_prefix=TOPIC_PREFIX,
         jwt_secret=os.environ.get("GFG_JWT_SECRET", "bench-secret-not-for-production-0123456789"),
         log_level="WARNING",
     )
@@ -165,7 +169,7 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
         futures = [await producer.send(topic, value, key=key) for key, value, *_ in entries]
         await asyncio.gather(*futures)
 
-        seconds, batches = await consume_timed(
+        consumed = await consume_timed(
             bootstrap=settings.kafka_bootstrap,
             topic=topic,
             group=group,
@@ -173,7 +177,7 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
             producer=producer,
             total=ENTRIES,
             max_records=settings.ledger_batch_max,
-            timeout_s=120,
+            pool=pool,
         )
     finally:
         await producer.stop()
@@ -192,11 +196,17 @@ async def bench_fold(settings: Settings, pool: asyncpg.Pool[Any]) -> list[Figure
     wrong = [p for p in projects if after.get(p, 0) - before.get(p, 0) != expected[p]]
     if wrong:
         raise AssertionError(f"totals differ from the produced ledger for {len(wrong)} projects")
+    cpu_us, db_us = consumed.us_per(ENTRIES)
     print(
-        f"# fold: {ENTRIES} entries in {batches} batches, {seconds:.2f} s, totals exact",
+        f"# fold: {ENTRIES} entries in {consumed.batches} batches, {consumed.seconds:.2f} s,"
+        f" totals exact; CPU {cpu_us:.0f} us/entry, database {db_us:.0f} us/entry",
         file=sys.stderr,
     )
-    return [Figure("charities.fold_entries_per_s", ENTRIES / seconds, "entries/s")]
+    return [
+        Figure("charities.fold_entries_per_s", ENTRIES / consumed.seconds, "entries/s"),
+        Figure("charities.fold_cpu_us_per_entry", cpu_us, "us"),
+        Figure("charities.fold_db_cpu_us_per_entry", db_us, "us"),
+    ]
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -252,7 +262,7 @@ async def bench_http(settings: Settings) -> list[Figure]:
     env = {
         **os.environ,
         "GFG_CHARITIES_DB": DATABASE,
-        "GFG_TOPIC_PREFIX": "bench.",
+        "GFG_TOPIC_PREFIX": TOPIC_PREFIX,
         "GFG_JWT_SECRET": settings.hs256_secret(),
         "GFG_CHARITIES_CONSUME_LEDGER": "false",
         "GFG_LOG_LEVEL": "WARNING",

@@ -1,17 +1,24 @@
 """Donations benchmark: order.completed events turned into ledger entries, per second.
 
-- ``donations.consumer_events_per_s``: 100k order.completed events for 1000 sellers with
-  rules (half fixed, half percent), pre-loaded onto ``bench.donations.orders.lifecycle``,
-  then consumed by the service's own BatchConsumer + LedgerHandler (one transaction and
-  four set-based statements per batch, ledger + outbox); timed from the first batch handed
-  to the handler to the last offset commit. The ledger is checked afterwards.
+- ``donations.consumer_events_per_s``: every feature on. 100k order.completed events for
+  1000 sellers with rules (half fixed, half percent) on 50 projects, each project with a
+  matching campaign active (1:1 plus 1 per unit, a budget that never runs out), pre-loaded
+  onto ``bench.donations.orders.lifecycle``, then consumed by the service's own
+  BatchConsumer + LedgerHandler; timed from the first batch handed to the handler to the
+  last offset commit. Every accrual gets a match entry, two ``donation.recorded`` outbox
+  rows, a ``posting_due`` row and two ``log_pending`` rows (the log trigger); every batch
+  locks and updates its projects' campaigns and the partitions' positions. The ledger and
+  the campaigns' budgets are checked afterwards.
+- ``donations.consumer_plain_events_per_s``: the same in the same run before the
+  campaigns exist (no matching).
+- ``donations.consumer_cpu_us_per_event`` / ``donations.consumer_db_cpu_us_per_event``:
+  CPU microseconds per event of the consumer's process and of the PostgreSQL backends
+  serving it (from /proc), for the pass with every feature on; the plain pass's are
+  ``..._plain_...``. They vary far less than the rates on a loaded machine.
+- ``donations.matching_cost_us_per_event``: what matching adds, in CPU microseconds per
+  event (process + database), between the two passes.
 - ``donations.naive_events_per_s``: a smaller sample consumed by a naive handler that
   opens one transaction per event with per-event round trips (the design we avoid).
-- ``donations.matching_events_per_s`` (only with ``GFG_BENCH_MATCHING=1``): the same as
-  the first figure, in the same run, with one matching campaign active on each of the
-  benchmark's projects (1:1 plus 1 per unit, a budget that never runs out): every
-  accrual gets a match entry and its own ``donation.recorded``, and every batch locks
-  and updates the campaigns of its projects.
 
 Runs in its own database ``donations_bench`` (created if missing, emptied at start) and on
 a ``bench.``-prefixed topic read by fresh consumer groups, so it never touches the data of
@@ -46,16 +53,15 @@ from shared.events import (
     OrderItem,
     OrderSnapshot,
     encode,
-    order_event_adapter,
+    order_event_decoder,
 )
 from shared.kafka import Producer, Record, ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import OutboxMessage, enqueue
-from tools.bench import Figure, consume_timed, ensure_database
+from tools.bench import Consumed, Figure, consume_timed, ensure_database
 
 DATABASE = os.environ.get("GFG_BENCH_DONATIONS_DB", "donations_bench")
 TOPIC_PREFIX = os.environ.get("GFG_BENCH_TOPIC_PREFIX", "bench.")
-MATCHING = os.environ.get("GFG_BENCH_MATCHING") == "1"
 PROJECTS = 50
 TOPIC = "donations.orders.lifecycle"
 EVENTS = 100_000
@@ -78,7 +84,9 @@ async def _prepare_database(settings: Settings) -> None:
     await migrate(settings.dsn(DATABASE), MIGRATIONS)
     conn = await asyncpg.connect(settings.dsn(DATABASE))
     try:
-        await conn.execute("TRUNCATE ledger_entry, log_pending, outbox, donation_rule, campaign")
+        await conn.execute(
+            "TRUNCATE ledger_entry, log_pending, outbox, donation_rule, campaign, posting_due"
+        )
         rng = random.Random(11)
         rows = []
         for n in range(SELLERS):
@@ -177,9 +185,16 @@ async def _produce(producer: Producer, topic: str, events: list[tuple[bytes, byt
 
 
 async def _consume(
-    settings: Settings, topic: str, group: str, handler: Any, producer: Producer, total: int
-) -> tuple[float, int]:
+    settings: Settings,
+    topic: str,
+    group: str,
+    handler: Any,
+    producer: Producer,
+    total: int,
+    pool: asyncpg.Pool[Any] | None = None,
+) -> Consumed:
     return await consume_timed(
+        pool=pool,
         bootstrap=settings.kafka_bootstrap,
         topic=topic,
         group=group,
@@ -199,7 +214,7 @@ class NaiveHandler:
 
     async def __call__(self, records: list[Record]) -> list[Any]:
         for record in records:
-            event = order_event_adapter.validate_json(record.value)
+            event = order_event_decoder.decode(record.value)
             assert isinstance(event, OrderCompleted)
             order = event.order
             async with self._pool.acquire() as conn, conn.transaction():
@@ -241,7 +256,7 @@ class NaiveHandler:
                 payload = DonationRecorded(
                     occurred_at=now,
                     entry=LedgerEntry(
-                        entry_id=new_id,
+                        entry_id=uuid.UUID(new_id),
                         order_id=order.order_id,
                         seller_id=order.seller_id,
                         project_id=rule.project_id,
@@ -289,53 +304,62 @@ async def run() -> list[Figure]:
         events = _events(EVENTS, f"{run_id}-fast")
         await _produce(producer, topic, events)
         handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
-        seconds, batches = await _consume(settings, topic, fast_group, handler, producer, EVENTS)
+        plain = await _consume(settings, topic, fast_group, handler, producer, EVENTS, pool)
         entries = await pool.fetchval("SELECT count(*) FROM ledger_entry")
         outbox = await pool.fetchval("SELECT count(*) FROM outbox")
         if not entries or entries != handler.entries_recorded or outbox != entries:
             raise AssertionError(
                 f"ledger {entries}, outbox {outbox}, recorded {handler.entries_recorded}"
             )
+        plain_us, plain_db_us = plain.us_per(EVENTS)
         print(
-            f"# donations fast: {EVENTS} events in {batches} batches, {seconds:.2f} s,"
-            f" {entries} entries",
+            f"# donations plain: {EVENTS} events in {plain.batches} batches,"
+            f" {plain.seconds:.2f} s, {entries} entries; CPU {plain_us:.0f} us/event,"
+            f" database {plain_db_us:.0f} us/event",
             file=sys.stderr,
         )
-        fast_rate = EVENTS / seconds
-        figures = [Figure("donations.consumer_events_per_s", fast_rate, "events/s")]
 
-        if MATCHING:
-            await _add_campaigns(pool)
-            matching_group = f"bench.donations.matching.{run_id}"
-            await _group_at_end(settings, topic, matching_group)
-            await _produce(producer, topic, _events(EVENTS, f"{run_id}-matching"))
-            handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
-            m_seconds, m_batches = await _consume(
-                settings, topic, matching_group, handler, producer, EVENTS
+        await _add_campaigns(pool)
+        matching_group = f"bench.donations.matching.{run_id}"
+        await _group_at_end(settings, topic, matching_group)
+        await _produce(producer, topic, _events(EVENTS, f"{run_id}-matching"))
+        handler = LedgerHandler(pool, settings.topic(TOPIC_LEDGER))
+        full = await _consume(settings, topic, matching_group, handler, producer, EVENTS, pool)
+        matches = await pool.fetchval("SELECT count(*) FROM ledger_entry WHERE kind = 'match'")
+        matched = await pool.fetchval("SELECT sum(matched_minor) FROM campaign")
+        in_ledger = await pool.fetchval(
+            "SELECT sum(amount_minor) FROM ledger_entry WHERE kind = 'match'"
+        )
+        if not matches or matched != in_ledger or matches * 2 != handler.entries_recorded:
+            raise AssertionError(
+                f"matches {matches}, matched {matched} vs {in_ledger},"
+                f" recorded {handler.entries_recorded}"
             )
-            matches = await pool.fetchval("SELECT count(*) FROM ledger_entry WHERE kind = 'match'")
-            matched = await pool.fetchval("SELECT sum(matched_minor) FROM campaign")
-            in_ledger = await pool.fetchval(
-                "SELECT sum(amount_minor) FROM ledger_entry WHERE kind = 'match'"
-            )
-            if not matches or matched != in_ledger or matches * 2 != handler.entries_recorded:
-                raise AssertionError(
-                    f"matches {matches}, matched {matched} vs {in_ledger},"
-                    f" recorded {handler.entries_recorded}"
-                )
-            print(
-                f"# donations matching: {EVENTS} events in {m_batches} batches,"
-                f" {m_seconds:.2f} s, {matches} matches",
-                file=sys.stderr,
-            )
-            figures.append(
-                Figure("donations.matching_events_per_s", EVENTS / m_seconds, "events/s")
-            )
+        full_us, full_db_us = full.us_per(EVENTS)
+        print(
+            f"# donations with matching: {EVENTS} events in {full.batches} batches,"
+            f" {full.seconds:.2f} s, {matches} matches; CPU {full_us:.0f} us/event,"
+            f" database {full_db_us:.0f} us/event",
+            file=sys.stderr,
+        )
+        figures = [
+            Figure("donations.consumer_events_per_s", EVENTS / full.seconds, "events/s"),
+            Figure("donations.consumer_cpu_us_per_event", full_us, "us"),
+            Figure("donations.consumer_db_cpu_us_per_event", full_db_us, "us"),
+            Figure("donations.consumer_plain_events_per_s", EVENTS / plain.seconds, "events/s"),
+            Figure("donations.consumer_plain_cpu_us_per_event", plain_us, "us"),
+            Figure("donations.consumer_plain_db_cpu_us_per_event", plain_db_us, "us"),
+            Figure(
+                "donations.matching_cost_us_per_event",
+                full_us + full_db_us - plain_us - plain_db_us,
+                "us",
+            ),
+        ]
 
         await _group_at_end(settings, topic, naive_group)
         sample = _events(NAIVE_EVENTS, f"{run_id}-naive")
         await _produce(producer, topic, sample)
-        naive_seconds, _ = await _consume(
+        naive = await _consume(
             settings,
             topic,
             naive_group,
@@ -343,10 +367,10 @@ async def run() -> list[Figure]:
             producer,
             NAIVE_EVENTS,
         )
-        naive_rate = NAIVE_EVENTS / naive_seconds
+        naive_rate = NAIVE_EVENTS / naive.seconds
         print(
-            f"# donations naive: {NAIVE_EVENTS} events, {naive_seconds:.2f} s;"
-            f" speed-up {fast_rate / naive_rate:.1f}x",
+            f"# donations naive: {NAIVE_EVENTS} events, {naive.seconds:.2f} s;"
+            f" speed-up {EVENTS / full.seconds / naive_rate:.1f}x",
             file=sys.stderr,
         )
     finally:

@@ -1,5 +1,9 @@
 """End to end on the running stack (``make run``): orders posted as completed → totals.
 
+Every feature is on: the benchmark's project has a matching campaign (1:1, a budget that
+never runs out), so each order also makes a match entry and its ``donation.recorded``;
+the services run with their defaults (the return window, the donations log).
+
 - ``pipeline.orders_per_s``: N completed orders posted through ``POST /v1/orders/batch``
   as fast as the API takes them; from the first request to the moment the project's
   total counts all N.
@@ -9,6 +13,9 @@
 - ``pipeline.freshness_p50_ms`` / ``_p99_ms``: at a steady 2,000 orders/s (a batch of
   100 every 50 ms), the time from each batch's 2xx to the first totals read that
   includes it (polled every 10 ms with If-None-Match).
+
+``GFG_BENCH_ORDERS_URL``, ``GFG_BENCH_DONATIONS_URL`` and ``GFG_BENCH_CHARITIES_URL`` point
+it at services other than ``make run``'s.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import os
 import statistics
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -26,9 +33,10 @@ import httpx
 from shared.auth import Role, issue_token
 from tools.bench import Figure, cpu
 
-ORDERS = "http://127.0.0.1:8001"
-DONATIONS = "http://127.0.0.1:8002"
-CHARITIES = "http://127.0.0.1:8003"
+ORDERS = os.environ.get("GFG_BENCH_ORDERS_URL", "http://127.0.0.1:8001")
+DONATIONS = os.environ.get("GFG_BENCH_DONATIONS_URL", "http://127.0.0.1:8002")
+CHARITIES = os.environ.get("GFG_BENCH_CHARITIES_URL", "http://127.0.0.1:8003")
+DONATION_MINOR = 2  # the sellers' fixed rule; the campaign matches it 1:1
 THROUGHPUT_ORDERS = 60_000
 BATCH = 1000
 STEADY_RATE = 2000
@@ -72,12 +80,27 @@ class Pipeline:
                 json={
                     "project_id": self.project_id,
                     "mode": "fixed",
-                    "amount_minor": 2,
+                    "amount_minor": DONATION_MINOR,
                     "active": True,
                 },
                 headers=_headers(Role.SELLER, [seller]),
             )
             rule.raise_for_status()
+        now = datetime.now(UTC)
+        campaign = await self.client.post(
+            f"{DONATIONS}/v1/campaigns",
+            json={
+                "campaign_id": f"bench-{self.run}",
+                "sponsor": "Bench sponsor",
+                "project_id": self.project_id,
+                "ratio_bp": 10_000,
+                "budget_minor": 10**12,
+                "starts_at": (now - timedelta(minutes=1)).isoformat(),
+                "ends_at": (now + timedelta(days=1)).isoformat(),
+            },
+            headers=admin,
+        )
+        campaign.raise_for_status()
 
     def orders(self, count: int) -> list[dict[str, Any]]:
         now = datetime.now(UTC).isoformat()
@@ -105,6 +128,11 @@ class Pipeline:
         )
         if response.status_code != 200:
             raise RuntimeError(f"batch -> {response.status_code}: {response.text[:300]}")
+
+    async def matched_minor(self) -> int:
+        response = await self.client.get(f"{CHARITIES}/v1/projects/{self.project_id}/totals")
+        response.raise_for_status()
+        return int(response.json()["matched_minor"])
 
     async def donation_count(self, etag: str | None = None) -> tuple[int | None, str | None]:
         headers = {"If-None-Match": etag} if etag else {}
@@ -138,6 +166,12 @@ class Pipeline:
                 raise TimeoutError("the pipeline did not drain within 600 s")
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
+        # every order was matched (its match may be folded a batch after its accrual)
+        deadline = time.monotonic() + 30
+        while (matched := await self.matched_minor()) != target * DONATION_MINOR:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"matched {matched}, expected {target * DONATION_MINOR}")
+            await asyncio.sleep(0.05)
         self.cpu_ms = cpu.per_item_ms(self.cpu_before, cpu.sample(self.stages), THROUGHPUT_ORDERS)
         return THROUGHPUT_ORDERS / elapsed
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+import msgspec
 import orjson
 from fastapi import FastAPI, Response
 
@@ -93,22 +94,29 @@ async def produce(
     await asyncio.gather(*futures)
 
 
+def _instant(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
 async def fold_directly(pool: Pool, events: Sequence[DonationRecorded | dict[str, Any]]) -> int:
     """Folds ``events`` into the totals through the repository, without Kafka: for totals
     no test would wait for a producer to reach (amounts above 2^53, say)."""
     entries = [
-        e.entry.model_dump() if isinstance(e, DonationRecorded) else e["entry"] for e in events
+        msgspec.structs.asdict(e.entry) if isinstance(e, DonationRecorded) else e["entry"]
+        for e in events
     ]
-    columns = repository.EntryColumns(
+    columns = repository.LedgerRows(
         entry_id=[uuid.UUID(str(e["entry_id"])) for e in entries],
+        order_id=[e["order_id"] for e in entries],
         project_id=[uuid.UUID(str(e["project_id"])) for e in entries],
         seller_id=[e["seller_id"] for e in entries],
         currency=[e["currency"] for e in entries],
         kind=[e["kind"] for e in entries],
         amount_minor=[e["amount_minor"] for e in entries],
-        recorded_at=[
-            r if isinstance(r := e["recorded_at"], datetime) else datetime.fromisoformat(r)
-            for e in entries
+        campaign_id=[e.get("campaign_id") for e in entries],
+        recorded_at=[_instant(e["recorded_at"]) for e in entries],
+        available_on=[
+            None if e.get("available_on") is None else _instant(e["available_on"]) for e in entries
         ],
     )
     async with pool.acquire() as conn:

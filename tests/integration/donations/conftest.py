@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
-from pydantic import BaseModel
 
 from services.charities.app import create_app as create_charities_app
 from services.donations.app import create_app as create_donations_app
@@ -102,7 +102,7 @@ async def put_rule(
     return rule
 
 
-async def publish(producer: Producer, topic: str, *events: BaseModel) -> None:
+async def publish(producer: Producer, topic: str, *events: msgspec.Struct) -> None:
     for event in events:
         order_id = getattr(event, "order_id", None) or event.order.order_id  # type: ignore[attr-defined]
         await producer.send_and_wait(topic, encode(event), key=order_id.encode())

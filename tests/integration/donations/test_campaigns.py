@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from services.donations.consumer import LedgerHandler
 from shared.auth import Role
 from shared.db import Pool, create_pool
-from shared.events import TOPIC_LEDGER, DonationRecorded, encode
+from shared.events import TOPIC_LEDGER, DonationRecorded, decode, encode
 from shared.kafka import Producer
 from tests.conftest import bearer, unique
 from tests.integration.donations.conftest import (
@@ -192,7 +192,7 @@ async def ledger_events(donations: Donations, order_id: str, count: int) -> list
                 for part in batches.values():
                     for r in part:
                         if order_id.encode() in r.value:
-                            found.append(DonationRecorded.model_validate_json(r.value))
+                            found.append(decode(r.value, DonationRecorded))
     finally:
         await consumer.stop()
     return found
@@ -255,7 +255,7 @@ async def test_budget_runs_out_mid_batch_and_a_reversal_gives_it_back(
         ("reversal", None, 1),
         ("match_reversal", body["campaign_id"], None),
     }
-    raw = orjson.loads(events[0].model_dump_json())
+    raw = orjson.loads(encode(events[0]))
     assert "campaign_id" in raw["entry"]
 
 

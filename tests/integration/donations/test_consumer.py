@@ -17,6 +17,8 @@ from shared.events import (
     OrderItem,
     OrderRefunded,
     OrderSnapshot,
+    encode,
+    to_json_dict,
 )
 from shared.kafka import Producer
 from tests.conftest import bearer, unique
@@ -185,7 +187,7 @@ async def test_the_rule_in_effect_when_the_order_was_placed_applies(
     # all on one key (so one partition, in order): the last one tells the others are done
     for event in (before_any, under_v1, under_v2):
         await order_producer.send_and_wait(
-            orders_topic(donations), event.model_dump_json().encode(), key=seller.encode()
+            orders_topic(donations), encode(event), key=seller.encode()
         )
     body = await wait_net(http, donations, under_v1.order.order_id, 3)
     assert body["entries"][0]["rule_version"] == 1
@@ -223,9 +225,9 @@ async def test_orders_without_a_donation_record_nothing(
     key = unique("key").encode()
     topic = orders_topic(donations)
     for event in (other_currency, paused, no_rule, cancelled):
-        await order_producer.send_and_wait(topic, event.model_dump_json().encode(), key=key)
+        await order_producer.send_and_wait(topic, encode(event), key=key)
     await order_producer.send_and_wait(topic, orjson.dumps(unknown_type), key=key)
-    await order_producer.send_and_wait(topic, sentinel.model_dump_json().encode(), key=key)
+    await order_producer.send_and_wait(topic, encode(sentinel), key=key)
     await wait_net(http, donations, sentinel.order.order_id, 2)
     for event in (other_currency, paused, no_rule):
         assert (await receipt(http, donations, event.order.order_id)).status_code == 404
@@ -277,13 +279,11 @@ async def test_a_poison_message_goes_to_the_dlq_and_the_partition_moves_on(
 
         key = unique("order")
         after = completed(key, seller, 100)
-        invalid = completed(unique("order"), seller, 100).model_dump(mode="json")
+        invalid = to_json_dict(completed(unique("order"), seller, 100))
         invalid["order"]["total_minor"] = -5
         await order_producer.send_and_wait(topic, b"{not json", key=key.encode())
         await order_producer.send_and_wait(topic, orjson.dumps(invalid), key=key.encode())
-        await order_producer.send_and_wait(
-            topic, after.model_dump_json().encode(), key=key.encode()
-        )
+        await order_producer.send_and_wait(topic, encode(after), key=key.encode())
         await wait_net(http, donations, key, 5)
 
         letters: list[dict[str, Any]] = []

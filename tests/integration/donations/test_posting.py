@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -202,11 +203,11 @@ async def test_a_refund_after_the_window_reverses_nothing(
     seller = await _rule(http, w, 1000)
     early = completed(unique("order"), seller, 4_000)
     inside = refunded(early, "r-in", 2_000, 2_000)
-    inside = inside.model_copy(update={"occurred_at": early.order.completed_at})
+    inside = msgspec.structs.replace(inside, occurred_at=early.order.completed_at)
     late = completed(unique("order"), seller, 4_000)
     assert late.order.completed_at is not None
     after = refunded(late, "r-after", 4_000, 4_000)
-    after = after.model_copy(update={"occurred_at": late.order.completed_at + WINDOW})
+    after = msgspec.structs.replace(after, occurred_at=late.order.completed_at + WINDOW)
     before = _final_refunds("after_window")
 
     await publish(order_producer, _topic(w), early, inside, late, after)
@@ -233,8 +234,8 @@ async def test_a_refund_held_back_past_the_window_is_never_posted_over(
     order = completed(unique("order"), seller, 5_000)
     assert order.order.completed_at is not None
     available_on = order.order.completed_at + WINDOW
-    refund = refunded(order, "r-held", 5_000, 5_000).model_copy(
-        update={"occurred_at": order.order.completed_at + WINDOW / 4}
+    refund = msgspec.structs.replace(
+        refunded(order, "r-held", 5_000, 5_000), occurred_at=order.order.completed_at + WINDOW / 4
     )
     await publish(order_producer, _topic(w), order)
     await _wait_receipt(http, w, order.order.order_id, net_minor=500)
@@ -343,11 +344,11 @@ async def test_matches_follow_the_window_and_are_posted_with_their_order(
     assert response.status_code == 201, response.text
     early = completed(unique("order"), seller, 4_000)
     inside = refunded(early, "r-in", 2_000, 2_000)
-    inside = inside.model_copy(update={"occurred_at": early.order.completed_at})
+    inside = msgspec.structs.replace(inside, occurred_at=early.order.completed_at)
     late = completed(unique("order"), seller, 4_000)
     assert late.order.completed_at is not None
     after = refunded(late, "r-after", 4_000, 4_000)
-    after = after.model_copy(update={"occurred_at": late.order.completed_at + WINDOW})
+    after = msgspec.structs.replace(after, occurred_at=late.order.completed_at + WINDOW)
 
     await publish(order_producer, _topic(w), early, inside, late, after)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from shared.auth import Role
+from shared.events import encode
 from shared.kafka import Producer
 from tests.conftest import bearer, unique
 from tests.integration.donations.conftest import (
@@ -39,6 +40,6 @@ async def test_a_fixed_rule_of_zero_is_accepted_and_records_nothing(
     nothing = completed(unique("order"), zero_seller, 5000)
     sentinel = completed(unique("order"), seller, 5000)
     for event in (nothing, sentinel):
-        await order_producer.send_and_wait(topic, event.model_dump_json().encode(), key=key)
+        await order_producer.send_and_wait(topic, encode(event), key=key)
     await wait_net(http, donations, sentinel.order.order_id, 2)
     assert (await receipt(http, donations, nothing.order.order_id)).status_code == 404
