@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import SecretStr
+
 from shared.settings import CommonSettings
 
 
@@ -22,3 +26,12 @@ class Settings(CommonSettings):
     campaigns_timeout_s: float = 1.0
     campaigns_cache_seconds: float = 5.0
     campaigns_stale_s: float = 600.0
+    # The transparency log of disbursements and allocations: its origin (also the signing
+    # key's name), the signer key string or, when unset, the file it is read from
+    # (generated there, mode 0600, on first start), and pending records per sequencer
+    # transaction. False runs no sequencer in this process (a read replica).
+    charities_log_origin: str = "goods-for-good/charities"
+    charities_log_key: SecretStr | None = None
+    charities_log_key_file: Path = Path("var/charities-log-key")
+    charities_log_batch: int = 5000
+    charities_log_sequence: bool = True

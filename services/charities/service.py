@@ -14,6 +14,9 @@ Decisions users can rely on:
   also for the loser of two concurrent ones. The ``disbursement_id`` makes it idempotent:
   the same body again is the same disbursement (200), another body is a 409. An admin, or
   a charity token naming the project's charity, may disburse; anyone else gets 403.
+- Every disbursement and allocation is in the charities transparency log (``log.py``);
+  ``disbursement_proof`` serves a disbursement's leaves with inclusion proofs against
+  one signed checkpoint, 503 (Retry-After: 1) until the checkpoint covers all of them.
 - What a posting makes allocatable is net per order: the order's accruals minus its
   reversals, and per campaign its matches minus their match reversals, each spread over
   the positive entries oldest first (see ``repository.apply_postings``). Entries of an
@@ -33,6 +36,7 @@ from typing import Any
 from services.charities import repository, totals
 from services.charities.allocation import Candidate, InsufficientFunds, allocate_fifo
 from services.charities.campaigns import CampaignList, DonationsClient
+from services.charities.log import ALLOCATION_TABLE, DISBURSEMENT_TABLE
 from services.charities.repository import Row
 from services.charities.schemas import (
     Charity,
@@ -41,6 +45,8 @@ from services.charities.schemas import (
     Disbursement,
     DisbursementCreate,
     DisbursementPage,
+    DisbursementProofEntryOut,
+    DisbursementProofOut,
     OrderTrace,
     Project,
     ProjectCreate,
@@ -50,7 +56,9 @@ from shared import pagination
 from shared.auth import Principal
 from shared.db import Pool
 from shared.pagination import InvalidCursor, split_page
-from shared.problems import Conflict, DomainError, Forbidden, Invalid, NotFound
+from shared.problems import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+from shared.tlog import store
+from shared.tlog.api import LogReader, b64
 
 ALL_TOTALS = "totals"  # the cache key of ``GET /v1/totals``
 MAX_RANGE_DAYS = 3660
@@ -84,6 +92,26 @@ class OrderDonationNotFound(NotFound):
 
 class DisbursementConflict(Conflict):
     """A disbursement_id used before with another body."""
+
+
+class ProofNotReady(Unavailable):
+    """The disbursement has leaves the served checkpoint does not cover yet (503, retry
+    in 1 s: the sequencer signs a checkpoint within a second of new records)."""
+
+    title = "Disbursement not in the log yet"
+
+    def __init__(self, disbursement_id: str) -> None:
+        super().__init__(
+            f"disbursement {disbursement_id!r} is not in the log's checkpoint yet",
+            retry_after=1,
+        )
+
+
+class LogNotServed(Unavailable):
+    title = "No transparency log here"
+
+    def __init__(self) -> None:
+        super().__init__("this process serves no transparency log", retry_after=1)
 
 
 class NotEnoughAvailable(DomainError):
@@ -153,8 +181,10 @@ class CharityService:
         totals_cache_seconds: float,
         donations: DonationsClient | None = None,
         campaigns_cache_seconds: float = 5.0,
+        log: LogReader | None = None,
     ) -> None:
         self._pool = pool
+        self._log = log
         self.cache = ResponseCache(totals_cache_seconds)
         self._donations = donations
         self._campaigns_cache = ResponseCache(campaigns_cache_seconds)
@@ -311,6 +341,42 @@ class CharityService:
         if row is None:
             raise DisbursementNotFound(disbursement_id)
         return Disbursement.model_validate(dict(row))
+
+    async def disbursement_proof(self, disbursement_id: str) -> DisbursementProofOut:
+        """The disbursement's leaf and its allocations' leaves, each with its inclusion
+        proof against one signed checkpoint: 404 if unknown, 503 (Retry-After) while any
+        of them is not covered by the served checkpoint yet."""
+        key = parse_id(disbursement_id, DisbursementNotFound)
+        if self._log is None:
+            raise LogNotServed()
+        checkpoint = await self._log.checkpoint()
+        async with self._pool.acquire() as conn:
+            keys = await repository.disbursement_log_keys(conn, key)
+            if keys is None:
+                raise DisbursementNotFound(disbursement_id)
+            own, allocations = keys
+            leaves = [
+                *(await store.record_leaves(conn, DISBURSEMENT_TABLE, [own])).values(),
+                *(await store.record_leaves(conn, ALLOCATION_TABLE, allocations)).values(),
+            ]
+            if len(leaves) != 1 + len(allocations) or any(
+                index >= checkpoint.size for index, _ in leaves
+            ):
+                raise ProofNotReady(disbursement_id)
+            leaves = leaves[:1] + sorted(leaves[1:])
+            proofs = await self._log.inclusion_proofs(
+                conn, checkpoint.size, [index for index, _ in leaves]
+            )
+        return DisbursementProofOut(
+            disbursement_id=key,
+            checkpoint=checkpoint.note.decode("utf-8"),
+            entries=[
+                DisbursementProofEntryOut(
+                    leaf_index=index, leaf_b64=b64(leaf), inclusion_proof=[b64(h) for h in proof]
+                )
+                for (index, leaf), proof in zip(leaves, proofs, strict=True)
+            ],
+        )
 
     async def list_disbursements(
         self, project_id: str, limit: int, cursor: str | None
