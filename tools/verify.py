@@ -1,20 +1,25 @@
-"""Check an order's donation proof offline: ``python -m tools.verify``.
+"""Check a donation proof or a disbursement proof offline: ``python -m tools.verify``.
 
 Depends only on the standard library and ``cryptography`` and imports nothing from this
 project, so it can be read in one sitting and copied anywhere. Given the log's verifier key
-(pin it once: ``GET /v1/log/key``) and an order's proof (a saved
-``/v1/orders/{order_id}/donation/proof`` body, or fetched from ``--url``), it checks:
+(pin it once: ``GET /v1/log/key``) and a proof (a saved ``/v1/orders/{order_id}/donation/proof``
+body of the donations service or ``/v1/disbursements/{disbursement_id}/proof`` body of the
+charities service, or fetched from ``--url``), it checks:
 
 1. the checkpoint is a signed note with a valid Ed25519 signature by that key (C2SP
    ``signed-note``; the key hash is the first 4 bytes of SHA-256(name || "\\n" || 0x01 || key));
 2. the checkpoint body is ``<origin = key name>\\n<size>\\n<base64 root>\\n``;
 3. every entry's leaf is in the tree of that root and size (RFC 9162 inclusion proof);
-4. every leaf carries the order's commitment SHA-256(order_id || 0x00 || salt).
+4. an order's leaves all carry its commitment SHA-256(order_id || 0x00 || salt); a
+   disbursement's first leaf is that disbursement, the others are allocations of it, and
+   the allocations add up to its amount.
 
 Then it prints what was proven. Exit 1 with the reason on any failure (docs/LOG.md).
 
     python -m tools.verify --key 'goods-for-good/donations+1a2b3c4d+AQ...' proof.json
     python -m tools.verify --key-file log.key --url http://127.0.0.1:8002 --order o-1
+    python -m tools.verify --key-file charities.key --url http://127.0.0.1:8003 \\
+        --disbursement 0b7c6f0e-3a52-4c1e-9d0e-5f1f5d7a2b61
 """
 
 from __future__ import annotations
@@ -138,9 +143,41 @@ def verify(proof: dict[str, Any], order_id: str, vkey: str) -> list[str]:
     ]
 
 
-def fetch_proof(url: str, order_id: str) -> dict[str, Any]:
-    quoted = urllib.parse.quote(order_id, safe="")
-    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/orders/{quoted}/donation/proof") as r:
+def verify_disbursement(proof: dict[str, Any], disbursement_id: str, vkey: str) -> list[str]:
+    """Checks a disbursement ``proof``; returns the lines saying what it proves."""
+    size, root = open_checkpoint(proof["checkpoint"], vkey)
+    leaves = []
+    for e in proof["entries"]:
+        leaf = b64(e["leaf_b64"])
+        check_inclusion(leaf, e["leaf_index"], size, [b64(h) for h in e["inclusion_proof"]], root)
+        leaves.append(json.loads(leaf))
+    if not leaves or leaves[0].get("type") != "disbursement":
+        raise VerifyError("the proof's first leaf is not a disbursement")
+    if len({e["leaf_index"] for e in proof["entries"]}) != len(leaves):
+        raise VerifyError("the proof holds a leaf twice")
+    head, allocations = leaves[0], leaves[1:]
+    if head["disbursement_id"] != disbursement_id:
+        raise VerifyError(f"the proof is of disbursement {head['disbursement_id']}")
+    for a in allocations:
+        if a.get("type") != "allocation" or a.get("disbursement_id") != disbursement_id:
+            raise VerifyError(f"a leaf is not an allocation of disbursement {disbursement_id}")
+    if sum(a["amount_minor"] for a in allocations) != head["amount_minor"]:
+        raise VerifyError("the allocations do not add up to the disbursement's amount")
+    return [
+        f"OK: disbursement {disbursement_id} is in the log, tree size {size},"
+        f" root {base64.b64encode(root).decode()}",
+        f"  {head['amount_minor']} {head['currency']} from project {head['project_id']}"
+        f" to {head['recipient']!r} for {head['purpose']!r} at {head['recorded_at']}"
+        f" (evidence sha256 {head['evidence_sha256'] or '-'})",
+        *(
+            f"  allocation: {a['amount_minor']} from ledger entry {a['entry_id']}"
+            for a in allocations
+        ),
+    ]
+
+
+def fetch_proof(url: str, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url.rstrip('/')}{path}") as r:
         body: dict[str, Any] = json.load(r)
     return body
 
@@ -151,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--key", help="the log's verifier key string")
     keys.add_argument("--key-file", help="a file holding the verifier key string")
     parser.add_argument("proof", nargs="?", help="a saved proof JSON file")
-    parser.add_argument("--url", help="the donations service, to fetch the proof from")
+    parser.add_argument("--url", help="the donations or charities service, to fetch from")
     parser.add_argument("--order", help="the order id (default: the proof file's order_id)")
+    parser.add_argument(
+        "--disbursement", help="the disbursement id (default: the proof file's disbursement_id)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.key_file:
@@ -162,10 +202,19 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.proof, encoding="utf-8") as f:
                 proof = json.load(f)
         elif args.url and args.order:
-            proof = fetch_proof(args.url, args.order)
+            quoted = urllib.parse.quote(args.order, safe="")
+            proof = fetch_proof(args.url, f"/v1/orders/{quoted}/donation/proof")
+        elif args.url and args.disbursement:
+            quoted = urllib.parse.quote(args.disbursement, safe="")
+            proof = fetch_proof(args.url, f"/v1/disbursements/{quoted}/proof")
         else:
-            parser.error("give a proof file, or --url and --order")
-        lines = verify(proof, args.order or proof["order_id"], args.key)
+            parser.error("give a proof file, or --url and --order or --disbursement")
+        if args.disbursement or "order_salt" not in proof:
+            lines = verify_disbursement(
+                proof, args.disbursement or proof["disbursement_id"], args.key
+            )
+        else:
+            lines = verify(proof, args.order or proof["order_id"], args.key)
     except (VerifyError, OSError, ValueError, KeyError, TypeError) as e:
         print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
