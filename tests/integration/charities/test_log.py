@@ -272,8 +272,8 @@ async def test_a_disbursement_proof_verifies_and_fails_when_tampered(
 
     lines = verify_disbursement(proof, disbursement_id, log.verifier_key)
     assert lines[0].startswith(f"OK: disbursement {disbursement_id} is in the log")
-    assert f"400 CNY from project {project_id}" in lines[1]
-    assert len(lines) == 5
+    assert f"400 CNY from project {project_id} to 'Village school'" in lines[0]
+    assert len(lines) == 5  # and one line per allocation
 
     saved = tmp_path / "proof.json"
     saved.write_text(json.dumps(proof))
@@ -290,7 +290,10 @@ async def test_a_disbursement_proof_verifies_and_fails_when_tampered(
         disbursement_id,
     )
     assert fetched.code == 0, fetched.err
-    assert "allocation: 200 from ledger entry" in fetched.out
+    entry = next(
+        _leaf(e)["entry_id"] for e in proof["entries"][1:] if _leaf(e)["amount_minor"] == 200
+    )
+    assert f"  {entry}: 200" in fetched.out.splitlines()
 
     def tampered(change: Any) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(json.dumps(proof))
@@ -315,12 +318,16 @@ async def test_a_disbursement_proof_verifies_and_fails_when_tampered(
     def twice(body: dict[str, Any]) -> None:
         body["entries"][3] = body["entries"][2]
 
+    def swap(body: dict[str, Any]) -> None:  # an allocation first
+        body["entries"][0], body["entries"][1] = body["entries"][1], body["entries"][0]
+
     _, other_key = generate_key(ORIGIN)
     cases = {
         "tampered leaf": (tampered(more_money), log.verifier_key, "is not in the tree"),
         "flipped proof": (tampered(flip_proof_byte), log.verifier_key, "is not in the tree"),
         "missing allocation": (tampered(drop_allocation), log.verifier_key, "do not add up"),
         "leaf twice": (tampered(twice), log.verifier_key, "holds a leaf twice"),
+        "not its own": (tampered(swap), log.verifier_key, "are not disbursement"),
         "wrong key": (proof, other_key, f"has no signature by the key {ORIGIN}"),
     }
     for name, (body, key, message) in cases.items():
@@ -331,7 +338,7 @@ async def test_a_disbursement_proof_verifies_and_fails_when_tampered(
         failed = await run_tool("tools.verify", "--key", key, str(path))
         assert failed.code == 1, (name, failed.out)
         assert message in failed.err, (name, failed.err)
-    with pytest.raises(VerifyError, match="the proof is of disbursement"):
+    with pytest.raises(VerifyError, match="the leaves are not disbursement"):
         verify_disbursement(proof, str(uuid.uuid4()), log.verifier_key)
 
     assert_problem(await client.get(f"/v1/disbursements/{uuid.uuid4()}/proof"), 404)
