@@ -33,10 +33,10 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -137,9 +137,14 @@ def canonical_json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def log_time(at: datetime) -> str:
+    """RFC 3339 UTC, four-digit year, six fractional digits, ``Z`` (docs/LOG.md)."""
+    at = at.astimezone(UTC)
+    return f"{at.year:04d}-{at:%m-%dT%H:%M:%S.%f}Z"
+
+
 def entry_leaf(row: asyncpg.Record) -> bytes:
     """A ledger entry's leaf as docs/LOG.md defines it."""
-    at = row["recorded_at"].astimezone(UTC)
     match = row["kind"] in MATCH_KINDS
     commitment = hashlib.sha256(row["order_id"].encode() + b"\x00" + bytes(row["salt"]))
     return canonical_json(
@@ -154,7 +159,7 @@ def entry_leaf(row: asyncpg.Record) -> bytes:
             "rule_version": None if match else row["rule_version"],
             "campaign_id": row["campaign_id"] if match else None,
             "order_commitment": commitment.hexdigest(),
-            "recorded_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "recorded_at": log_time(row["recorded_at"]),
         }
     )
 
@@ -172,6 +177,7 @@ class TreePass:
     checkpoint_size: int = -1
 
 
+Row: TypeAlias = Mapping[str, Any] | asyncpg.Record
 # Rebuilds a leaf from its joined row: (the leaf, or None if the record's row is gone).
 Rebuild = Callable[[asyncpg.Record], bytes | None]
 
@@ -301,9 +307,8 @@ async def audit(
     }
 
 
-def disbursement_leaf(row: asyncpg.Record) -> bytes:
+def disbursement_leaf(row: Row) -> bytes:
     """A disbursement's leaf as docs/LOG.md defines it."""
-    at = row["recorded_at"].astimezone(UTC)
     return canonical_json(
         {
             "type": "disbursement",
@@ -314,12 +319,12 @@ def disbursement_leaf(row: asyncpg.Record) -> bytes:
             "recipient": row["recipient"],
             "purpose": row["purpose"],
             "evidence_sha256": row["evidence_sha256"],
-            "recorded_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "recorded_at": log_time(row["recorded_at"]),
         }
     )
 
 
-def allocation_leaf(row: asyncpg.Record) -> bytes:
+def allocation_leaf(row: Row) -> bytes:
     """An allocation's leaf as docs/LOG.md defines it."""
     return canonical_json(
         {
@@ -344,6 +349,12 @@ async def audit_charities(
 ) -> tuple[list[str], dict[str, int]]:
     """The charities log's findings (empty when clean) and what was audited; ``conn``
     must be in a read-only REPEATABLE READ transaction."""
+    if await conn.fetchval("SELECT to_regclass('log_leaf')") is None:
+        return ["the charities log's tables are missing (migration 0060 not applied)"], {
+            "leaves": 0,
+            "checkpoint_size": -1,
+            "projects": 0,
+        }
     disbursed: dict[tuple[str, str], int] = defaultdict(int)
     unallocated: dict[str, int] = defaultdict(int)  # disbursement - its allocations
 
