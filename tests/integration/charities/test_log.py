@@ -249,6 +249,15 @@ async def test_every_disbursement_and_allocation_gets_exactly_one_leaf(
     assert second_leaf["evidence_sha256"] is None
     assert second_leaf["amount_minor"] == 250
 
+    # Records queued again (by hand) keep their one leaf: the sequencer drops them.
+    await db.execute(
+        "INSERT INTO log_pending (record_table, record_key) SELECT record_table, record_key"
+        " FROM log_leaf ORDER BY leaf_index LIMIT 4"
+    )
+    await eventually(lambda: db.fetchval("SELECT count(*) FROM log_pending"), lambda n: n == 0)
+    assert await db.fetchval("SELECT count(*) FROM log_leaf") == size
+    assert await db.fetchval("SELECT size FROM log_tree") == size
+
 
 async def test_a_disbursement_proof_verifies_and_fails_when_tampered(
     client: httpx.AsyncClient,
