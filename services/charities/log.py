@@ -18,7 +18,6 @@ An allocation's record key is ``<disbursement_id>:<entry_id>`` (the table's
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -64,35 +63,24 @@ def allocation_leaf(row: Row) -> bytes:
     )
 
 
-def allocation_key(disbursement_id: str | uuid.UUID, entry_id: str | uuid.UUID) -> str:
-    return f"{disbursement_id}:{entry_id}"
-
-
-def parse_allocation_key(key: str) -> tuple[uuid.UUID, uuid.UUID]:
-    disbursement_id, _, entry_id = key.partition(":")
-    return uuid.UUID(disbursement_id), uuid.UUID(entry_id)
-
-
 class DisbursementLeaves:
     """The sequencer's source of disbursement leaves (record key: the disbursement_id)."""
 
     table = DISBURSEMENT_TABLE
 
     async def leaves(self, conn: Conn, keys: Sequence[str]) -> dict[str, bytes]:
-        rows = await repository.disbursement_leaf_rows(conn, [uuid.UUID(k) for k in keys])
+        rows = await repository.disbursement_leaf_rows(conn, keys)
         return {r["disbursement_id"]: disbursement_leaf(r) for r in rows}
 
 
 class AllocationLeaves:
-    """The sequencer's source of allocation leaves (record key: ``allocation_key``)."""
+    """The sequencer's source of allocation leaves (key ``<disbursement_id>:<entry_id>``)."""
 
     table = ALLOCATION_TABLE
 
     async def leaves(self, conn: Conn, keys: Sequence[str]) -> dict[str, bytes]:
-        rows = await repository.allocation_leaf_rows(conn, [parse_allocation_key(k) for k in keys])
-        return {
-            allocation_key(r["disbursement_id"], r["entry_id"]): allocation_leaf(r) for r in rows
-        }
+        rows = await repository.allocation_leaf_rows(conn, keys)
+        return {r["record_key"]: allocation_leaf(r) for r in rows}
 
 
 # The record tables of the charities log.

@@ -717,16 +717,18 @@ async def order_allocations(conn: Conn, order_id: str) -> list[Row]:
 
 # --- transparency log -----------------------------------------------------------------
 
-# UUIDs as text, as the leaves write them. Allocations are found by their primary key.
+# UUIDs as text, as the leaves write them; record keys come in as text.
 _DISBURSEMENT_LEAF_ROWS = """
 SELECT disbursement_id::text, project_id::text, currency, amount_minor, recipient, purpose,
        evidence_sha256, recorded_at
-FROM disbursement WHERE disbursement_id = ANY($1::uuid[])
+FROM disbursement WHERE disbursement_id = ANY($1::text[]::uuid[])
 """
+# Record keys '<disbursement_id>:<entry_id>' are split here, found by the primary key.
 _ALLOCATION_LEAF_ROWS = """
-SELECT a.disbursement_id::text, a.entry_id::text, a.amount_minor
-FROM unnest($1::uuid[], $2::uuid[]) AS k(disbursement_id, entry_id)
-JOIN allocation AS a USING (disbursement_id, entry_id)
+SELECT k.record_key, a.disbursement_id::text, a.entry_id::text, a.amount_minor
+FROM unnest($1::text[]) AS k(record_key)
+JOIN allocation AS a ON a.disbursement_id = split_part(k.record_key, ':', 1)::uuid
+                    AND a.entry_id = split_part(k.record_key, ':', 2)::uuid
 """
 _DISBURSEMENT_LOG_KEYS = """
 SELECT d.disbursement_id::text AS disbursement_key, a.log_key AS allocation_key
@@ -735,16 +737,15 @@ WHERE d.disbursement_id = $1
 """
 
 
-async def disbursement_leaf_rows(conn: Conn, ids: Sequence[uuid.UUID]) -> list[Row]:
+async def disbursement_leaf_rows(conn: Conn, ids: Sequence[str]) -> list[Row]:
     """The columns of those disbursements' leaves (the ones that exist)."""
     return list(await conn.fetch(_DISBURSEMENT_LEAF_ROWS, ids))
 
 
-async def allocation_leaf_rows(
-    conn: Conn, keys: Sequence[tuple[uuid.UUID, uuid.UUID]]
-) -> list[Row]:
-    """The columns of the leaves of the allocations (disbursement_id, entry_id) that exist."""
-    return list(await conn.fetch(_ALLOCATION_LEAF_ROWS, [d for d, _ in keys], [e for _, e in keys]))
+async def allocation_leaf_rows(conn: Conn, record_keys: Sequence[str]) -> list[Row]:
+    """The columns of the leaves of the allocations with those log record keys (the ones
+    that exist), each with its ``record_key``."""
+    return list(await conn.fetch(_ALLOCATION_LEAF_ROWS, record_keys))
 
 
 async def disbursement_log_keys(

@@ -10,12 +10,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.charities.log import (
-    allocation_key,
-    allocation_leaf,
-    disbursement_leaf,
-    parse_allocation_key,
-)
+from services.charities.log import allocation_leaf, disbursement_leaf
 from tools import audit
 
 D_ID = "4f0c1f7e-5c1e-4d55-9d0e-0c6b2d1f4a11"
@@ -62,12 +57,6 @@ def test_an_allocation_leaf_names_the_donations_ledger_entry() -> None:
             '"type":"allocation"}'
         ).encode()
     )
-
-
-def test_an_allocation_key_is_its_primary_key() -> None:
-    key = allocation_key(D_ID, uuid.UUID(E_ID))
-    assert key == f"{D_ID}:{E_ID}"
-    assert parse_allocation_key(key) == (uuid.UUID(D_ID), uuid.UUID(E_ID))
 
 
 _TEXT = st.text(min_size=1, max_size=40)
