@@ -485,8 +485,8 @@ def _report(name: str, db: str, findings: list[str], counts: dict[str, int]) -> 
         f"audit {name}: {counts['leaves']} leaves, checkpoint size {counts['checkpoint_size']},"
         f" {counts['projects']} project(s) in {db}"
     )
-    for line in findings:
-        print(f"FINDING {name}: {line}")
+    for line in findings:  # under their log's line
+        print(f"FINDING {line}")
 
 
 async def main(args: argparse.Namespace) -> int:
