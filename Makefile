@@ -87,5 +87,5 @@ simulate: run ## stream a simulated marketplace through the running stack and ch
 reconcile: $(STAMP) ## compare orders, ledger and charities totals; non-zero on any difference
 	@$(PY) -m tools.reconcile $(ARGS)
 
-audit: $(STAMP) ## rebuild the donations log from the ledger rows; name every row that no longer matches
+audit: $(STAMP) ## rebuild both transparency logs from the services' rows; name every row that no longer matches
 	@$(PY) -m tools.audit $(ARGS)

@@ -22,6 +22,12 @@ if "GFG_DONATIONS_LOG_KEY" not in os.environ:  # a generated log key, no file wr
     os.environ["GFG_DONATIONS_LOG_KEY"] = generate_key(
         os.environ.get("GFG_DONATIONS_LOG_ORIGIN", "goods-for-good/donations")
     )[0]
+if "GFG_CHARITIES_LOG_KEY" not in os.environ:
+    from shared.tlog.note import generate_key
+
+    os.environ["GFG_CHARITIES_LOG_KEY"] = generate_key(
+        os.environ.get("GFG_CHARITIES_LOG_ORIGIN", "goods-for-good/charities")
+    )[0]
 
 import uuid  # noqa: E402
 from collections.abc import Iterable  # noqa: E402

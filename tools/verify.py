@@ -1,21 +1,23 @@
-"""Check an order's donation proof offline: ``python -m tools.verify``.
+"""Check a donation proof or a disbursement proof offline: ``python -m tools.verify``.
 
 Depends only on the standard library and ``cryptography`` and imports nothing from this
 project, so it can be read in one sitting and copied anywhere. Given the log's verifier key
-(pin it once: ``GET /v1/log/key``) and an order's proof (a saved
-``/v1/orders/{order_id}/donation/proof`` body, or fetched from ``--url``), it checks:
+(pin it once: ``GET /v1/log/key``) and a proof (a saved ``/v1/orders/{id}/donation/proof``
+or charities ``/v1/disbursements/{id}/proof`` body, or fetched from ``--url``), it checks:
 
 1. the checkpoint is a signed note with a valid Ed25519 signature by that key (C2SP
    ``signed-note``; the key hash is the first 4 bytes of SHA-256(name || "\\n" || 0x01 || key));
 2. the checkpoint body is ``<origin = key name>\\n<size>\\n<base64 root>\\n``;
 3. every entry's leaf is in the tree of that root and size (RFC 9162 inclusion proof);
-4. every leaf carries the order's commitment SHA-256(order_id || 0x00 || salt), and is
-   the ledger entry the proof names (``entry_id``) or, with ``entry_id`` null, a posting.
+4. an order's leaves all carry its commitment SHA-256(order_id || 0x00 || salt) and are
+   the entries the proof names (``entry_id``) or, with ``entry_id`` null, its posting; a
+   disbursement's first leaf is it, the others its allocations, adding up to its amount.
 
 Then it prints what was proven. Exit 1 with the reason on any failure (docs/LOG.md).
 
     python -m tools.verify --key 'goods-for-good/donations+1a2b3c4d+AQ...' proof.json
     python -m tools.verify --key-file log.key --url http://127.0.0.1:8002 --order o-1
+    python -m tools.verify --key-file c.key --url http://127.0.0.1:8003 --disbursement UUID
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -109,19 +112,25 @@ def check_inclusion(leaf: bytes, index: int, size: int, path: list[bytes], root:
         raise VerifyError(f"leaf {index} is not in the tree of size {size} and this root")
 
 
+def included(proof: dict[str, Any], vkey: str) -> tuple[int, bytes, list[Any]]:
+    """Size, root and the (entry, leaf fields) of a proof whose leaves are all in the tree."""
+    size, root = open_checkpoint(proof["checkpoint"], vkey)
+    entries = proof["entries"]
+    if not entries or len({e["leaf_index"] for e in entries}) != len(entries):
+        raise VerifyError("the proof has no entries or holds a leaf twice")
+    for e in entries:
+        path = [b64(h) for h in e["inclusion_proof"]]
+        check_inclusion(b64(e["leaf_b64"]), e["leaf_index"], size, path, root)
+    return size, root, [(e, json.loads(b64(e["leaf_b64"]))) for e in entries]
+
+
 def verify(proof: dict[str, Any], order_id: str, vkey: str) -> list[str]:
     """Checks ``proof`` for ``order_id``; returns the lines saying what it proves."""
-    size, root = open_checkpoint(proof["checkpoint"], vkey)
+    size, root, leaves = included(proof, vkey)
     salt = bytes.fromhex(proof["order_salt"])
     commitment = hashlib.sha256(order_id.encode() + b"\x00" + salt).hexdigest()
-    if not proof["entries"]:
-        raise VerifyError("the proof has no entries")
     out = []
-    for e in proof["entries"]:
-        leaf = b64(e["leaf_b64"])
-        path = [b64(h) for h in e["inclusion_proof"]]
-        check_inclusion(leaf, e["leaf_index"], size, path, root)
-        fields = json.loads(leaf)
+    for e, fields in leaves:
         if fields.get("order_commitment") != commitment:
             raise VerifyError(f"leaf {e['leaf_index']} is not a record of order {order_id}")
         if fields.get("type") == "posting" and e["entry_id"] is None:  # the order's final amount
@@ -143,11 +152,23 @@ def verify(proof: dict[str, Any], order_id: str, vkey: str) -> list[str]:
     ]
 
 
-def fetch_proof(url: str, order_id: str) -> dict[str, Any]:
-    quoted = urllib.parse.quote(order_id, safe="")
-    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/orders/{quoted}/donation/proof") as r:
-        body: dict[str, Any] = json.load(r)
-    return body
+def verify_disbursement(proof: dict[str, Any], disbursement_id: str, vkey: str) -> list[str]:
+    """Checks a disbursement ``proof``; returns the lines saying what it proves."""
+    size, root, leaves = included(proof, vkey)
+    want = [("allocation", disbursement_id)] * len(leaves)
+    want[0] = ("disbursement", disbursement_id)
+    if [(f.get("type"), f.get("disbursement_id")) for _, f in leaves] != want:
+        raise VerifyError(f"the leaves are not disbursement {disbursement_id} and its allocations")
+    head, *allocations = [f for _, f in leaves]
+    if sum(a["amount_minor"] for a in allocations) != head["amount_minor"]:
+        raise VerifyError("the allocations do not add up to the disbursement's amount")
+    return [
+        f"OK: disbursement {disbursement_id} is in the log, tree size {size}, root"
+        f" {base64.b64encode(root).decode()}: {head['amount_minor']} {head['currency']} from"
+        f" project {head['project_id']} to {head['recipient']!r} for {head['purpose']!r}",
+        f"  evidence sha256 {head['evidence_sha256']}; allocated from ledger entries:",
+        *[f"  {a['entry_id']}: {a['amount_minor']}" for a in allocations],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,21 +177,25 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--key", help="the log's verifier key string")
     keys.add_argument("--key-file", help="a file holding the verifier key string")
     parser.add_argument("proof", nargs="?", help="a saved proof JSON file")
-    parser.add_argument("--url", help="the donations service, to fetch the proof from")
+    parser.add_argument("--url", help="the donations or charities service, to fetch from")
     parser.add_argument("--order", help="the order id (default: the proof file's order_id)")
+    parser.add_argument("--disbursement", help="the disbursement id (default: the file's)")
     args = parser.parse_args(argv)
     try:
-        if args.key_file:
-            with open(args.key_file, encoding="utf-8") as f:
-                args.key = f.read()
+        key = Path(args.key_file).read_text("utf-8") if args.key_file else args.key
         if args.proof:
-            with open(args.proof, encoding="utf-8") as f:
-                proof = json.load(f)
-        elif args.url and args.order:
-            proof = fetch_proof(args.url, args.order)
+            proof = json.loads(Path(args.proof).read_text("utf-8"))
+        elif args.url and (args.order or args.disbursement):
+            quoted = urllib.parse.quote(args.order or args.disbursement, safe="")
+            path = "orders/{}/donation/proof" if args.order else "disbursements/{}/proof"
+            with urllib.request.urlopen(f"{args.url.rstrip('/')}/v1/{path.format(quoted)}") as r:
+                proof = json.load(r)
         else:
-            parser.error("give a proof file, or --url and --order")
-        lines = verify(proof, args.order or proof["order_id"], args.key)
+            parser.error("give a proof file, or --url and --order or --disbursement")
+        if "order_salt" in proof:
+            lines = verify(proof, args.order or proof["order_id"], key)
+        else:
+            lines = verify_disbursement(proof, args.disbursement or proof["disbursement_id"], key)
     except (VerifyError, OSError, ValueError, KeyError, TypeError) as e:
         print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,8 @@
-"""A witness of the donations log: ``python -m tools.witness --url URL --state FILE``.
+"""A witness of the transparency logs: ``python -m tools.witness --url URL --state FILE``.
+
+One ``--url``/``--state`` pair per log it watches: the donations service's log, the
+charities service's, or both in one run (``--url D --state d.json --url C --state
+c.json``); it exits 1 if any of them fails, and keeps each log's state apart.
 
 Each run fetches the latest signed checkpoint, verifies its signature with the pinned key,
 and checks it extends the last checkpoint this witness accepted: a consistency proof from
@@ -85,25 +89,40 @@ def observe(url: str, state: dict[str, Any], key: str | None) -> tuple[Checkpoin
     return new, note.decode()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="the donations service")
-    parser.add_argument("--state", required=True, type=Path, help="the witness's JSON state")
-    parser.add_argument("--key", help="the log's verifier key (pinned on first use)")
-    args = parser.parse_args(argv)
-    state = load_state(args.state)
+def witness(url: str, state_path: Path, key: str | None) -> int:
+    """One log: 0 and the state saved if its new checkpoint is consistent, else 1."""
+    state = load_state(state_path)
     try:
-        checkpoint, note = observe(args.url, state, args.key)
+        checkpoint, note = observe(url, state, key)
     except (WitnessError, NoteError, OSError, ValueError, KeyError) as e:
-        print(f"WITNESS FAILED: {e}", file=sys.stderr)
+        print(f"WITNESS FAILED: {url}: {e}", file=sys.stderr)
         return 1
     root = base64.b64encode(checkpoint.root_hash).decode()
     last = state["checkpoints"][-1] if state["checkpoints"] else None
     if last is None or int(last["size"]) != checkpoint.size:
         state["checkpoints"].append({"size": checkpoint.size, "root": root, "note": note})
-    save_state(args.state, state)
-    print(f"witness: ok, size {checkpoint.size}, root {root}")
+    save_state(state_path, state)
+    print(f"witness: ok, size {checkpoint.size}, root {root}, log {checkpoint.origin}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--url", required=True, action="append", help="a service whose log to watch (repeat)"
+    )
+    parser.add_argument(
+        "--state", required=True, type=Path, action="append", help="its JSON state (one per url)"
+    )
+    parser.add_argument(
+        "--key", action="append", help="its verifier key (pinned on first use; one per url)"
+    )
+    args = parser.parse_args(argv)
+    if len(args.state) != len(args.url) or (args.key and len(args.key) != len(args.url)):
+        parser.error("give one --state (and, if any, one --key) per --url")
+    keys = args.key or [None] * len(args.url)
+    codes = [witness(u, s, k) for u, s, k in zip(args.url, args.state, keys, strict=True)]
+    return max(codes)
 
 
 if __name__ == "__main__":

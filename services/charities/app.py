@@ -13,11 +13,15 @@ from services.charities.campaigns import DonationsClient
 from services.charities.config import Settings
 from services.charities.consumer import LedgerFolder
 from services.charities.endpoints import TotalsFastPath, pages, router, static_files
+from services.charities.log import LEAF_SOURCES
 from services.charities.service import CharityService
 from shared import db
 from shared.events import TOPIC_LEDGER
 from shared.kafka import BatchConsumer, KafkaAccess
 from shared.observability import get_logger
+from shared.tlog.api import LogReader, log_router
+from shared.tlog.sequencer import Sequencer
+from shared.tlog.signing import load_or_create_signer
 from shared.web import build_app, service_resources
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,6 +33,12 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
     settings = settings or Settings()
     if consume is None:
         consume = settings.charities_consume_ledger
+    key = settings.charities_log_key
+    signer = load_or_create_signer(
+        settings.charities_log_origin,
+        key.get_secret_value() if key is not None else None,
+        settings.charities_log_key_file,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +59,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                         min_size=1,
                         max_size=settings.charities_read_pool_max,
                     )
+                app.state.log = LogReader(res.pool, signer.verifier().key)
                 app.state.service = service = CharityService(
                     res.pool,
                     totals_cache_seconds=settings.totals_cache_seconds,
@@ -56,11 +67,22 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                     campaigns_cache_seconds=settings.campaigns_cache_seconds,
                     read_pool=read_pool,
                     donations_verifier_key=settings.donations_verifier_key,
+                    log=app.state.log,
                 )
                 if read_pool is not None:
                     app.state.readiness["postgres_replica"] = service.reads.readiness(
                         settings.charities_read_max_lag_s
                     )
+                if settings.charities_log_sequence:
+                    sequencer = Sequencer(
+                        origin=settings.charities_log_origin,
+                        dsn=res.dsn,
+                        signer=signer,
+                        sources=LEAF_SOURCES,
+                        batch_size=settings.charities_log_batch,
+                        on_checkpoint=app.state.log.publish,
+                    )
+                    res.workers.start("charities-log-sequencer", sequencer)
                 if consume:
                     consumer = BatchConsumer(
                         bootstrap=KafkaAccess.from_settings(settings),
@@ -91,7 +113,7 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
         title="Goods for Good: charities",
         settings=settings,
         lifespan=lifespan,
-        routers=[router, pages],
+        routers=[router, log_router(), pages],
     )
     app.mount("/static", static_files(), name="static")
     # Innermost (just before routing) rather than outermost: its cached answers still pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from shared.settings import CommonSettings
@@ -36,3 +38,12 @@ class Settings(CommonSettings):
     # The donations log's verifier key (<name>+<hash>+<key>) the pages verify proofs
     # with; unset: the first key donations serves, pinned for the process's life.
     donations_verifier_key: str | None = None
+    # The transparency log of disbursements and allocations: its origin (also the signing
+    # key's name), the signer key string or, when unset, the file it is read from
+    # (generated there, mode 0600, on first start), and pending records per sequencer
+    # transaction. False runs no sequencer in this process (a read replica).
+    charities_log_origin: str = "goods-for-good/charities"
+    charities_log_key: SecretStr | None = None
+    charities_log_key_file: Path = Path("var/charities-log-key")
+    charities_log_batch: int = 5000
+    charities_log_sequence: bool = True

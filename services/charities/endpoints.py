@@ -24,6 +24,7 @@ from services.charities.schemas import (
     Disbursement,
     DisbursementCreate,
     DisbursementPage,
+    DisbursementProofOut,
     DonationProof,
     OrderTrace,
     Project,
@@ -171,6 +172,15 @@ async def list_disbursements(
 @router.get("/disbursements/{disbursement_id}")
 async def get_disbursement(disbursement_id: DisbursementId, service: ServiceDep) -> Disbursement:
     return await service.get_disbursement(disbursement_id)
+
+
+@router.get("/disbursements/{disbursement_id}/proof", responses=problem_responses(503))
+async def get_disbursement_proof(
+    disbursement_id: DisbursementId, service: ServiceDep
+) -> DisbursementProofOut:
+    """The disbursement and its allocations in the charities transparency log, with
+    inclusion proofs against one signed checkpoint (404 if unknown, 503 until logged)."""
+    return await service.disbursement_proof(disbursement_id)
 
 
 @router.get("/orders/{order_id}/trace")

@@ -708,3 +708,48 @@ async def order_allocations(conn: Conn, order_id: str) -> list[Row]:
         """,
         order_id,
     )
+
+
+# --- transparency log -----------------------------------------------------------------
+
+# UUIDs as text, as the leaves write them; record keys come in as text.
+_DISBURSEMENT_LEAF_ROWS = """
+SELECT disbursement_id::text, project_id::text, currency, amount_minor, recipient, purpose,
+       evidence_sha256, recorded_at
+FROM disbursement WHERE disbursement_id = ANY($1::text[]::uuid[])
+"""
+# Record keys '<disbursement_id>:<entry_id>' are split here, found by the primary key.
+_ALLOCATION_LEAF_ROWS = """
+SELECT k.record_key, a.disbursement_id::text, a.entry_id::text, a.amount_minor
+FROM unnest($1::text[]) AS k(record_key)
+JOIN allocation AS a ON a.disbursement_id = split_part(k.record_key, ':', 1)::uuid
+                    AND a.entry_id = split_part(k.record_key, ':', 2)::uuid
+"""
+_DISBURSEMENT_LOG_KEYS = """
+SELECT d.disbursement_id::text AS disbursement_key, a.log_key AS allocation_key
+FROM disbursement AS d LEFT JOIN allocation AS a USING (disbursement_id)
+WHERE d.disbursement_id = $1
+"""
+
+
+async def disbursement_leaf_rows(conn: Conn, ids: Sequence[str]) -> list[Row]:
+    """The columns of those disbursements' leaves (the ones that exist)."""
+    return list(await conn.fetch(_DISBURSEMENT_LEAF_ROWS, ids))
+
+
+async def allocation_leaf_rows(conn: Conn, record_keys: Sequence[str]) -> list[Row]:
+    """The columns of the leaves of the allocations with those log record keys (the ones
+    that exist), each with its ``record_key``."""
+    return list(await conn.fetch(_ALLOCATION_LEAF_ROWS, record_keys))
+
+
+async def disbursement_log_keys(
+    conn: Conn, disbursement_id: uuid.UUID
+) -> tuple[str, list[str]] | None:
+    """The log record keys of the disbursement and of its allocations; None if unknown."""
+    rows = await conn.fetch(_DISBURSEMENT_LOG_KEYS, disbursement_id)
+    if not rows:
+        return None
+    return rows[0]["disbursement_key"], [
+        r["allocation_key"] for r in rows if r["allocation_key"] is not None
+    ]

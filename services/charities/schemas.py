@@ -465,3 +465,33 @@ class DonationProof(BaseModel):
     """The donations log's signed checkpoint every proof here is against."""
     entries: list[DonationProofEntry]
     """The order's entries, then its posting once posted."""
+
+
+# --- a disbursement's proof (the charities log) ----------------------------------------
+
+
+class DisbursementProofEntryOut(BaseModel):
+    """One of the disbursement's leaves with its inclusion proof."""
+
+    model_config = _DESCRIBED
+
+    leaf_index: int
+    """The leaf's index in the charities log."""
+    leaf_b64: str
+    """The leaf's canonical JSON bytes, base64 (a ``disbursement`` or ``allocation`` leaf)."""
+    inclusion_proof: list[str]
+    """The inclusion proof against ``checkpoint``: base64 hashes (RFC 9162)."""
+
+
+class DisbursementProofOut(BaseModel):
+    """A disbursement's leaf and its allocations' leaves, each with its inclusion proof
+    against ``checkpoint``."""
+
+    model_config = _DESCRIBED
+
+    disbursement_id: uuid.UUID
+    """The disbursement."""
+    checkpoint: str
+    """The signed checkpoint every proof here is against (C2SP signed note)."""
+    entries: list[DisbursementProofEntryOut]
+    """The disbursement's leaf first, then one leaf per allocation, in log order."""

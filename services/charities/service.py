@@ -16,6 +16,9 @@ Decisions users can rely on:
   also for the loser of two concurrent ones. The ``disbursement_id`` makes it idempotent:
   the same body again is the same disbursement (200), another body is a 409. An admin, or
   a charity token naming the project's charity, may disburse; anyone else gets 403.
+- Every disbursement and allocation is in the charities transparency log (``log.py``);
+  ``disbursement_proof`` serves a disbursement's leaves with inclusion proofs against
+  one signed checkpoint, 503 (Retry-After: 1) until the checkpoint covers all of them.
 - What a posting makes allocatable is net per order: the order's accruals minus its
   reversals, and per campaign its matches minus their match reversals, each spread over
   the positive entries oldest first (see ``repository.apply_postings``). Entries of an
@@ -35,6 +38,7 @@ from typing import Any
 from services.charities import repository, totals
 from services.charities.allocation import Candidate, InsufficientFunds, allocate_fifo
 from services.charities.campaigns import CampaignList, DonationsClient, DonationsUnavailable
+from services.charities.log import ALLOCATION_TABLE, DISBURSEMENT_TABLE
 from services.charities.replica import Reads
 from services.charities.repository import Row
 from services.charities.schemas import (
@@ -44,6 +48,8 @@ from services.charities.schemas import (
     Disbursement,
     DisbursementCreate,
     DisbursementPage,
+    DisbursementProofEntryOut,
+    DisbursementProofOut,
     DonationProof,
     OrderTrace,
     Project,
@@ -56,6 +62,8 @@ from shared.db import Pool
 from shared.observability import get_logger
 from shared.pagination import InvalidCursor, split_page
 from shared.problems import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+from shared.tlog import store
+from shared.tlog.api import LogReader, b64
 
 log = get_logger(__name__)
 
@@ -100,6 +108,26 @@ class DonationsLogUnavailable(Unavailable):
 
 class DisbursementConflict(Conflict):
     """A disbursement_id used before with another body."""
+
+
+class ProofNotReady(Unavailable):
+    """The disbursement has leaves the served checkpoint does not cover yet (503, retry
+    in 1 s: the sequencer signs a checkpoint within a second of new records)."""
+
+    title = "Disbursement not in the log yet"
+
+    def __init__(self, disbursement_id: str) -> None:
+        super().__init__(
+            f"disbursement {disbursement_id!r} is not in the log's checkpoint yet",
+            retry_after=1,
+        )
+
+
+class LogNotServed(Unavailable):
+    title = "No transparency log here"
+
+    def __init__(self) -> None:
+        super().__init__("this process serves no transparency log", retry_after=1)
 
 
 class NotEnoughAvailable(DomainError):
@@ -171,8 +199,10 @@ class CharityService:
         campaigns_cache_seconds: float = 5.0,
         read_pool: Pool | None = None,
         donations_verifier_key: str | None = None,
+        log: LogReader | None = None,
     ) -> None:
         self._pool = pool
+        self._log = log
         # The totals reads: on ``read_pool`` (a hot standby) when given, else on ``pool``.
         self.reads = Reads(pool, read_pool)
         self.cache = ResponseCache(totals_cache_seconds)
@@ -332,6 +362,42 @@ class CharityService:
         if row is None:
             raise DisbursementNotFound(disbursement_id)
         return Disbursement.model_validate(dict(row))
+
+    async def disbursement_proof(self, disbursement_id: str) -> DisbursementProofOut:
+        """The disbursement's leaf and its allocations' leaves, each with its inclusion
+        proof against one signed checkpoint: 404 if unknown, 503 (Retry-After) while any
+        of them is not covered by the served checkpoint yet."""
+        key = parse_id(disbursement_id, DisbursementNotFound)
+        if self._log is None:
+            raise LogNotServed()
+        checkpoint = await self._log.checkpoint()
+        async with self._pool.acquire() as conn:
+            keys = await repository.disbursement_log_keys(conn, key)
+            if keys is None:
+                raise DisbursementNotFound(disbursement_id)
+            own, allocations = keys
+            leaves = [
+                *(await store.record_leaves(conn, DISBURSEMENT_TABLE, [own])).values(),
+                *(await store.record_leaves(conn, ALLOCATION_TABLE, allocations)).values(),
+            ]
+            if len(leaves) != 1 + len(allocations) or any(
+                index >= checkpoint.size for index, _ in leaves
+            ):
+                raise ProofNotReady(disbursement_id)
+            leaves = leaves[:1] + sorted(leaves[1:])
+            proofs = await self._log.inclusion_proofs(
+                conn, checkpoint.size, [index for index, _ in leaves]
+            )
+        return DisbursementProofOut(
+            disbursement_id=key,
+            checkpoint=checkpoint.note.decode("utf-8"),
+            entries=[
+                DisbursementProofEntryOut(
+                    leaf_index=index, leaf_b64=b64(leaf), inclusion_proof=[b64(h) for h in proof]
+                )
+                for (index, leaf), proof in zip(leaves, proofs, strict=True)
+            ],
+        )
 
     async def list_disbursements(
         self, project_id: str, limit: int, cursor: str | None

@@ -1,9 +1,8 @@
 """The donations log's leaves: what a ledger entry (and, once they exist, a posting) is
 in the transparency log. Pure functions plus the ``LeafSource`` the sequencer calls.
 
-A leaf is canonical JSON: UTF-8, keys sorted, no spaces, integers as JSON integers,
-timestamps as RFC 3339 UTC with exactly six fractional digits and ``Z``
-(``2025-01-31T12:00:00.000000Z``), UUIDs lower-case with hyphens. An order id never
+A leaf is canonical JSON as every log of the project writes it (``shared.tlog.leaf``:
+keys sorted, no spaces, RFC 3339 UTC microsecond timestamps). An order id never
 appears in clear: ``order_commitment`` is the lower-case hex SHA-256 of
 UTF-8(order_id) || 0x00 || salt, with the order's 16 random salt bytes (docs/LOG.md).
 """
@@ -12,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
-import orjson
 
 from services.donations import repository
 from shared.db import Conn
+from shared.tlog.leaf import canonical_json, format_time
 
 Row: TypeAlias = Mapping[str, Any] | asyncpg.Record
 
@@ -27,17 +26,6 @@ LEDGER_TABLE = "ledger_entry"
 POSTING_TABLE = "posting"
 # Kinds recorded under a matching campaign: no seller rule (rule_version is null).
 MATCH_KINDS = frozenset({"match", "match_reversal"})
-
-
-def canonical_json(value: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def format_time(at: datetime) -> str:
-    """RFC 3339 in UTC, microseconds always present, ``Z``."""
-    if at.tzinfo is None:
-        raise ValueError("a log timestamp must be timezone-aware")
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def order_commitment(order_id: str, salt: bytes) -> str:

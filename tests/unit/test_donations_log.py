@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from services.donations.log import (
     entry_leaf,
     entry_leaves,
-    format_time,
     order_commitment,
     posting_leaf,
 )
+from shared.tlog.leaf import format_time
 from shared.tlog.note import InvalidKeyError, generate_key
 from shared.tlog.signing import load_or_create_signer
 

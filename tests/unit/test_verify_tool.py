@@ -34,7 +34,7 @@ def test_the_verifier_imports_only_the_standard_library_and_cryptography() -> No
             modules.add(node.module.split(".")[0])
     assert "cryptography" in modules
     assert modules - {"cryptography"} <= set(sys.stdlib_module_names), modules
-    assert len(TOOL.read_text().splitlines()) <= 200
+    assert len(TOOL.read_text().splitlines()) <= 210  # two kinds of proof, one sitting
 
 
 @given(st.integers(min_value=1, max_value=70), st.data())

@@ -189,7 +189,15 @@ async def test_audit_names_a_changed_posting_and_one_without_a_leaf(
 ) -> None:
     kept, _, _ = await _posted_orders(http, posted_log, order_producer, db)
     key = (await http.get(f"{posted_log.url}/v1/log/key")).text
-    audit = ("tools.audit", "--donations-db", posted_log.settings.donations_db, "--key", key)
+    audit = (
+        "tools.audit",
+        "--log",
+        "donations",
+        "--donations-db",
+        posted_log.settings.donations_db,
+        "--key",
+        key,
+    )
     clean = await run_tool(*audit, "--no-totals", "--chunk", "2")
     assert clean.code == 0, clean.out + clean.err
     assert "audit: clean" in clean.out

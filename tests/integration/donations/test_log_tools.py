@@ -222,7 +222,15 @@ async def test_audit_names_a_changed_amount_and_a_row_without_a_leaf(
         )
     finally:
         await charities.close()
-    audit = ("tools.audit", "--donations-db", log.settings.donations_db, "--key", log.verifier_key)
+    audit = (
+        "tools.audit",
+        "--log",
+        "donations",
+        "--donations-db",
+        log.settings.donations_db,
+        "--key",
+        log.verifier_key,
+    )
     clean = await run_tool(*audit, "--charities-db", charities_db, "--chunk", "3")
     assert clean.code == 0, clean.out + clean.err
     assert "audit: clean" in clean.out
