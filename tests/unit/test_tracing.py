@@ -136,6 +136,22 @@ def test_the_sampler_comes_from_the_standard_variables(
     assert [r["name"] for r in read(tmp_path / "orders.jsonl")] == ["process t"]
 
 
+def test_unset_the_sampler_keeps_one_order_in_a_hundred_and_follows_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    with tracing.tracing("orders", tmp_path) as provider:
+        assert provider.sampler.get_description().startswith(
+            f"ParentBased{{root:TraceIdRatioBased{{{tracing.DEFAULT_RATIO}}}"
+        )
+        spans = tracing.RecordSpans("process")
+        child = spans.follow(SAMPLED, topic="t", key=None)  # a sampled caller is followed
+        spans.end()
+    assert child is not None
+    assert tracing.is_sampled(child)
+    assert [r["name"] for r in read(tmp_path / "orders.jsonl")] == ["process t"]
+
+
 def test_log_lines_carry_the_current_span_ids(tmp_path: Path) -> None:
     assert add_trace_ids(None, "info", {"event": "x"}) == {"event": "x"}
     with tracing.tracing("orders", tmp_path):
