@@ -10,10 +10,10 @@ consumer's process, the donations relay's publish, the charities fold.
 
 Cost on the batch consumers' hot path: whether a trace is sampled is decided once, where it
 starts (the HTTP request, by the ``OTEL_TRACES_SAMPLER``/``_ARG`` sampler; unset: one
-order in a hundred, ``DEFAULT_RATIO``), and travels in
-the traceparent's flags. Per record a consumer reads one header and looks at one character;
-only a sampled record gets a span. An unsampled context is still passed on unchanged, so a
-downstream service never starts a trace of its own in the middle of one.
+order in a hundred, ``DEFAULT_RATIO``), and travels in the traceparent's flags. Per record
+a consumer reads one header and looks at one character; only a sampled record gets a span.
+An unsampled context is still passed on unchanged, so a downstream service never starts a
+trace of its own in the middle of one.
 
 Export: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the ``_TRACES_`` one) is
 set, otherwise JSON lines in ``<GFG_TRACES_DIR>/<service>.jsonl`` (one object per span),
