@@ -170,9 +170,15 @@ class Producer:
         if not self._started:
             await self.start()
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
         await self._ensure_started()
-        return await self._producer.send(topic, value, key=key)
+        return await self._producer.send(topic, value, key=key, headers=headers)
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
         await self._ensure_started()

@@ -8,6 +8,8 @@ Two header lines make that workable for shared parts and for history:
 - ``-- include: <module>`` stands for the ``SCHEMA`` (DDL) of that module of the kit, e.g.
   ``-- include: shared.outbox``: a table the kit owns is defined once, in the kit. The
   included SQL counts in the checksum, so a change there is caught like any other edit.
+  A later change of that table is another constant of the module, included by a later
+  file as ``-- include: <module>:<NAME>`` (e.g. ``shared.outbox:TRACEPARENT_SCHEMA``).
 - ``-- supersedes: <sha256>`` says that a database which applied the file with that
   checksum has what the file (with the files after it) creates now. Such a database is
   accepted and its record updated to the new checksum; any other difference still fails.
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS schema_migration (
 """
 
 
-_INCLUDE = re.compile(r"^-- include: ([\w.]+)[ \t]*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- include: ([\w.]+)(?::(\w+))?[ \t]*$", re.MULTILINE)
 _SUPERSEDES = re.compile(r"^-- supersedes: ([0-9a-f]{64})[ \t]*$", re.MULTILINE)
 
 
@@ -69,10 +71,10 @@ class MigrationError(RuntimeError):
 
 def _expand_includes(sql: str) -> str:
     def schema(match: re.Match[str]) -> str:
-        module = match.group(1)
-        ddl = getattr(importlib.import_module(module), "SCHEMA", None)
+        module, name = match.group(1), match.group(2) or "SCHEMA"
+        ddl = getattr(importlib.import_module(module), name, None)
         if not isinstance(ddl, str):
-            raise MigrationError(f"-- include: {module} has no SCHEMA")
+            raise MigrationError(f"-- include: {module} has no {name}")
         return f"{match.group(0)}\n{ddl.strip()}"
 
     return _INCLUDE.sub(schema, sql)

@@ -1,4 +1,5 @@
-"""Logging (structlog, JSON lines), Prometheus metrics and the health endpoints."""
+"""Logging (structlog, JSON lines, with the current span's trace ids), Prometheus metrics
+and the health endpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from fastapi import APIRouter, Request
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
@@ -17,10 +19,23 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 Clock = Callable[[], float]
 
 
+def add_trace_ids(
+    _logger: object, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``trace_id`` and ``span_id`` (W3C hex) of the current span, if there is one: a log
+    line of a request can be found from its trace, and the other way round."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = f"{context.trace_id:032x}"
+        event["span_id"] = f"{context.span_id:016x}"
+    return event
+
+
 def setup_logging(level: str = "INFO", json: bool = True) -> None:
     """Routes stdlib and structlog records through one renderer on stderr."""
     shared_processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

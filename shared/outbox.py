@@ -5,11 +5,13 @@ migrations include with a ``-- include: shared.outbox`` line (see shared/migrati
 A statement-level trigger NOTIFYs channel ``outbox`` so the relay wakes without polling:
 
     id bigserial, topic, aggregate_type, aggregate_id (the Kafka key), type,
-    payload bytea (the encoded event, event_id inside), bucket (hash of the key), created_at
+    payload bytea (the encoded event, event_id inside), bucket (hash of the key), created_at,
+    traceparent (the W3C trace context of the work that wrote the row; ``TRACEPARENT_SCHEMA``)
 
 ``enqueue`` adds rows inside the caller's transaction (``INSERT_INTO`` and
 ``message_args`` let a service fold that insert into one statement of its own).
-``OutboxRelay`` publishes them.
+``OutboxRelay`` publishes them, each with its ``traceparent`` as a record header (through a
+``publish`` span of its own when the trace is sampled; see shared/tracing.py).
 
 Why no lost or reordered event:
 - The relay never tracks a "last published id". It reads whatever rows exist, oldest
@@ -39,11 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.db import Conn
 from shared.kafka import Producer
 from shared.observability import get_logger
+from shared.tracing import RecordSpans, kafka_headers
 from shared.waiting import wait_at_most
 
 log = get_logger(__name__)
@@ -89,6 +93,9 @@ $$;
 CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON outbox
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 """
+# Added after SCHEMA (whose text applied databases have checksummed): a producing service
+# includes it in a later migration as ``-- include: shared.outbox:TRACEPARENT_SCHEMA``.
+TRACEPARENT_SCHEMA = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
 _LOCK_NAMESPACE = 0x6766_6F62  # "gfob"
 
 PUBLISHED = Counter("gfg_outbox_published_total", "Outbox rows published", ["service"])
@@ -109,18 +116,20 @@ class OutboxMessage:
     aggregate_id: str
     type: str
     payload: bytes
+    # The W3C traceparent to publish the event under (shared.tracing); None: untraced.
+    traceparent: str | None = None
 
 
 # The head of every insert into the outbox; the values follow ``message_args``' order.
-INSERT_INTO = "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload)"
+INSERT_INTO = "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload, traceparent)"
 
 _ENQUEUE = f"""
 {INSERT_INTO}
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
 """
 
 
-def message_args(message: OutboxMessage) -> tuple[str, str, str, str, bytes]:
+def message_args(message: OutboxMessage) -> tuple[str, str, str, str, bytes, str | None]:
     """A message's values in ``INSERT_INTO``'s column order."""
     return (
         message.topic,
@@ -128,6 +137,7 @@ def message_args(message: OutboxMessage) -> tuple[str, str, str, str, bytes]:
         message.aggregate_id,
         message.type,
         message.payload,
+        message.traceparent,
     )
 
 
@@ -142,12 +152,14 @@ async def enqueue(conn: Conn, messages: Sequence[OutboxMessage]) -> None:
         [m.aggregate_id for m in messages],
         [m.type for m in messages],
         [m.payload for m in messages],
+        [m.traceparent for m in messages],
     )
 
 
 _CLAIM = "SELECT pg_try_advisory_lock($1, $2)"
 _FETCH = """
-SELECT id, topic, aggregate_id, payload, extract(epoch FROM created_at)::float8 AS created
+SELECT id, topic, aggregate_id, payload, traceparent,
+       extract(epoch FROM created_at)::float8 AS created
 FROM outbox WHERE bucket = ANY($1::smallint[]) ORDER BY id LIMIT $2
 FOR UPDATE
 """
@@ -244,10 +256,21 @@ class OutboxRelay:
             if not rows:
                 return 0
             send = self._producer.send
-            futures = [
-                await send(r["topic"], r["payload"], key=r["aggregate_id"].encode()) for r in rows
-            ]
-            await asyncio.gather(*futures)
+            spans = RecordSpans("publish", SpanKind.PRODUCER)
+            follow = spans.follow
+            futures = []
+            try:
+                for r in rows:
+                    topic, key = r["topic"], r["aggregate_id"]
+                    headers = kafka_headers(follow(r["traceparent"], topic=topic, key=key))
+                    futures.append(
+                        await send(topic, r["payload"], key=key.encode(), headers=headers)
+                    )
+                await asyncio.gather(*futures)
+            except BaseException as exc:
+                spans.end(exc)
+                raise
+            spans.end()
             ids = [r["id"] for r in rows]
             if self._after_publish is not None:
                 await self._after_publish(ids)

@@ -51,6 +51,9 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    # Where spans go as JSON lines (<dir>/<service>.jsonl) when no OTLP endpoint is set
+    # (OTEL_EXPORTER_OTLP_ENDPOINT); see shared/tracing.py.
+    traces_dir: Path = Path("var/traces")
 
     @model_validator(mode="after")
     def _min_insync_within_replicas(self) -> Self:

@@ -25,6 +25,7 @@ from shared.problems import (
 )
 from shared.security_headers import SecurityHeaders
 from shared.settings import CommonSettings
+from shared.tracing import TracingMiddleware, tracing
 
 log = get_logger(__name__)
 
@@ -80,6 +81,7 @@ def build_app(
     app.add_middleware(CrashBarrier)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(TracingMiddleware)  # outermost: the span covers the whole answer
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
@@ -106,14 +108,32 @@ async def service_resources(
     app: FastAPI,
     settings: CommonSettings,
     *,
+    service: str,
     database: str,
     migrations: Path,
     topics: Sequence[str],
 ) -> AsyncIterator[Resources]:
-    """Logging, migrations, the pool, the topics, a started producer and the readiness
-    checks; on exit the workers stop (and close) before the producer and the pool, in
-    that order. The lifespan builds the service layer from these as ``app.state.service``."""
+    """Logging, tracing, migrations, the pool, the topics, a started producer and the
+    readiness checks; on exit the workers stop (and close) before the producer and the
+    pool, in that order, and the spans still queued are exported last. The lifespan
+    builds the service layer from these as ``app.state.service``."""
     setup_logging(settings.log_level, settings.log_json)
+    with tracing(service, settings.traces_dir):
+        async with _resources(
+            app, settings, database=database, migrations=migrations, topics=topics
+        ) as res:
+            yield res
+
+
+@asynccontextmanager
+async def _resources(
+    app: FastAPI,
+    settings: CommonSettings,
+    *,
+    database: str,
+    migrations: Path,
+    topics: Sequence[str],
+) -> AsyncIterator[Resources]:
     dsn = settings.dsn(database)
     await migrate(dsn, migrations)
     pool = await create_pool(dsn, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max)

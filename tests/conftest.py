@@ -16,6 +16,8 @@ os.environ.setdefault("GFG_DONATIONS_DB", "donations_test")
 os.environ.setdefault("GFG_CHARITIES_DB", "charities_test")
 os.environ.setdefault("GFG_LOG_JSON", "false")
 os.environ.setdefault("GFG_LOG_LEVEL", "WARNING")
+os.environ.setdefault("GFG_TRACES_DIR", "test-artifacts/traces")
+os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")  # every test traced
 if "GFG_DONATIONS_LOG_KEY" not in os.environ:  # a generated log key, no file written
     from shared.tlog.note import generate_key
 

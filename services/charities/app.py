@@ -44,7 +44,12 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topic = settings.topic(TOPIC_LEDGER)
         async with service_resources(
-            app, settings, database=settings.charities_db, migrations=MIGRATIONS, topics=[topic]
+            app,
+            settings,
+            service="charities",
+            database=settings.charities_db,
+            migrations=MIGRATIONS,
+            topics=[topic],
         ) as res:
             donations = DonationsClient(
                 settings.donations_url,

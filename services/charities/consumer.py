@@ -6,13 +6,17 @@ Entries of the kinds the totals know (``repository.FOLDED_KINDS``: the sellers' 
 and reversals, the sponsors' matches and match reversals) are folded; an entry of another
 kind is a newer producer's, so it is skipped and counted like an event of an unknown type,
 never dead-lettered (a later version of this service may fold it from the retained log).
+
+Tracing (shared/tracing.py): a record whose ``traceparent`` header is sampled gets a
+``process`` span, from its parsing to the commit of its batch's transaction: the end of the
+order's trace.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from prometheus_client import Counter
@@ -30,6 +34,7 @@ from shared.events import (
     ledger_event_decoder,
 )
 from shared.kafka import DeadLetter, Record
+from shared.tracing import RecordSpans, header_traceparent
 
 ENTRIES_FOLDED = Counter(
     "gfg_charities_entries_folded_total", "Ledger entries added to the totals (first delivery)"
@@ -71,6 +76,7 @@ class LedgerBatch:
     skipped: int  # events of other types
     duplicates: int  # the same entry (or posting) twice in this batch
     unknown_kinds: int = 0  # entries of kinds the totals do not know
+    spans: RecordSpans = field(default_factory=lambda: RecordSpans("process"))
 
 
 def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
@@ -84,7 +90,16 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
     dead: list[DeadLetter] = []
     skipped = duplicates = unknown_kinds = 0
     decode = ledger_event_decoder.decode
+    spans = RecordSpans("process")
     for record in records:
+        if record.headers:
+            spans.follow(
+                header_traceparent(record.headers),
+                topic=record.topic,
+                key=record.key,
+                partition=record.partition,
+                offset=record.offset,
+            )
         raw = record.value
         if raw is None:
             dead.append(DeadLetter(record, "empty message value"))
@@ -142,6 +157,7 @@ def parse_ledger(records: Sequence[Record]) -> LedgerBatch:
         skipped,
         duplicates,
         unknown_kinds,
+        spans,
     )
 
 
@@ -161,6 +177,15 @@ class LedgerFolder:
         return parse_ledger(records)
 
     async def apply(self, parsed: LedgerBatch) -> Sequence[DeadLetter]:
+        try:
+            dead = await self._apply(parsed)
+        except BaseException as exc:
+            parsed.spans.end(exc)
+            raise
+        parsed.spans.end()
+        return dead
+
+    async def _apply(self, parsed: LedgerBatch) -> Sequence[DeadLetter]:
         rows = parsed.rows
         applied = postings = 0
         if rows.entry_id or parsed.postings.order_id:

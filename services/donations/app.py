@@ -42,7 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topics = [settings.topic(name) for name in TOPICS]
         async with service_resources(
-            app, settings, database=settings.donations_db, migrations=MIGRATIONS, topics=topics
+            app,
+            settings,
+            service="donations",
+            database=settings.donations_db,
+            migrations=MIGRATIONS,
+            topics=topics,
         ) as res:
             charities = CharitiesClient(
                 settings.charities_url,

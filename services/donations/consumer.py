@@ -28,10 +28,16 @@ claim more than the ledger holds; the posting job (posting.py) reads them to kno
 refund can still be on its way for an order it posts.
 Messages that cannot be parsed are returned as dead letters (to ``orders.lifecycle.dlq``)
 and the rest of the batch, and of the partition, goes on.
+
+Tracing (shared/tracing.py): an event's ``traceparent`` header is continued by a
+``process`` span when it is sampled (started while the batch is parsed, ended when its
+transaction is done) and stored with the outbox rows of the entries the event produced, so
+the ``donation.recorded`` events travel on in the order's trace.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +70,7 @@ from shared.events import (
 )
 from shared.kafka import BatchConsumer, DeadLetter, KafkaAccess, Producer, Record
 from shared.outbox import OutboxMessage, enqueue
+from shared.tracing import RecordSpans, header_traceparent
 
 EVENTS = PromCounter(
     "gfg_donations_events_total",
@@ -102,6 +109,9 @@ class OrderEventBatch:
     positions: dict[tuple[str, int], Position] = field(default_factory=dict)
     # order_id -> the partition its events are on
     partitions: dict[str, int] = field(default_factory=dict)
+    # event_id -> the trace context its entries' outbox rows carry on
+    contexts: dict[uuid.UUID, str] = field(default_factory=dict)
+    spans: RecordSpans = field(default_factory=lambda: RecordSpans("process"))
 
 
 class LedgerHandler:
@@ -123,6 +133,7 @@ class LedgerHandler:
         """Parsing only (no I/O): runs while the previous batch is still being written."""
         batch = OrderEventBatch()
         positions = batch.positions
+        follow = batch.spans.follow
         for record in records:
             parsed = _parse(record)
             occurred_at: datetime | None = None
@@ -137,6 +148,16 @@ class LedgerHandler:
                 occurred_at = parsed.occurred_at
                 if isinstance(parsed, OrderCompleted):
                     batch.partitions[parsed.order.order_id] = record.partition
+                if record.headers:
+                    context = follow(
+                        header_traceparent(record.headers),
+                        topic=record.topic,
+                        key=record.key,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                    if context is not None:
+                        batch.contexts[parsed.event_id] = context
             tp = (record.topic, record.partition)
             known = positions.get(tp)
             latest = known.max_occurred_at if known is not None else None
@@ -147,6 +168,15 @@ class LedgerHandler:
 
     async def apply(self, batch: OrderEventBatch) -> list[DeadLetter]:
         """The batch's one transaction: rules, prior ledger, entries, outbox."""
+        try:
+            dead = await self._apply(batch)
+        except BaseException as exc:
+            batch.spans.end(exc)
+            raise
+        batch.spans.end()
+        return dead
+
+    async def _apply(self, batch: OrderEventBatch) -> list[DeadLetter]:
         dead, events, tally = batch.dead, batch.events, batch.tally
         plan_outcomes: Counter[tuple[str, str]] = Counter()
         recorded: list[NewEntry] = []
@@ -170,7 +200,7 @@ class LedgerHandler:
                 recorded = [e for e in plan.entries if e.entry_id in inserted]
                 if campaigns and recorded:
                     recorded += await self._match(conn, plan, recorded, campaigns, recorded_at)
-                await enqueue(conn, self._messages(recorded, recorded_at))
+                await enqueue(conn, self._messages(recorded, recorded_at, batch.contexts))
                 await self._advance(conn, batch)
             plan_outcomes = plan.outcomes
             self.entries_recorded += len(recorded)
@@ -224,8 +254,14 @@ class LedgerHandler:
         for topic, positions in by_topic.items():  # one topic in practice
             await repository.advance_positions(conn, topic, positions)
 
-    def _messages(self, entries: Sequence[NewEntry], recorded_at: datetime) -> list[OutboxMessage]:
-        """One ``donation.recorded`` (shared.events.DonationRecorded) per entry.
+    def _messages(
+        self,
+        entries: Sequence[NewEntry],
+        recorded_at: datetime,
+        contexts: dict[uuid.UUID, str] | None = None,
+    ) -> list[OutboxMessage]:
+        """One ``donation.recorded`` (shared.events.DonationRecorded) per entry, under the
+        trace context of the event it came from (``contexts``: event_id -> traceparent).
 
         Serialised straight from a dict (no event struct built per entry, on the consumer's
         hot path); the unit tests check that the payload parses back as a DonationRecorded
@@ -234,6 +270,7 @@ class LedgerHandler:
         at = recorded_at.isoformat()
         dumps = orjson.dumps
         topic = self._ledger_topic
+        context = (contexts or {}).get
         messages = []
         for event_id, e in zip(new_event_ids(len(entries)), entries, strict=True):
             payload = dumps(
@@ -257,7 +294,11 @@ class LedgerHandler:
                     },
                 }
             )
-            messages.append(OutboxMessage(topic, "order", e.order_id, DONATION_RECORDED, payload))
+            messages.append(
+                OutboxMessage(
+                    topic, "order", e.order_id, DONATION_RECORDED, payload, context(e.event_id)
+                )
+            )
         return messages
 
 

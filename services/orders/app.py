@@ -28,7 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topic = settings.topic(TOPIC_ORDERS)
         async with service_resources(
-            app, settings, database=settings.orders_db, migrations=MIGRATIONS, topics=[topic]
+            app,
+            settings,
+            service="orders",
+            database=settings.orders_db,
+            migrations=MIGRATIONS,
+            topics=[topic],
         ) as res:
             if settings.relay_enabled:
                 relay = OutboxRelay(

@@ -85,7 +85,7 @@ WITH created AS (
     RETURNING order_id
 )
 {outbox.INSERT_INTO}
-SELECT $11, $12, $13, $14, $15 FROM created
+SELECT $11, $12, $13, $14, $15, $16 FROM created
 RETURNING id
 """
 

@@ -27,6 +27,7 @@ from shared.events import OrderCancelled, OrderCompleted, OrderRefunded, OrderSn
 from shared.events import OrderItem as EventItem
 from shared.outbox import OutboxMessage, enqueue
 from shared.problems import Conflict, Forbidden, Invalid, NotFound
+from shared.tracing import current_traceparent
 
 OUTCOMES = Counter(
     "gfg_orders_requests_total",
@@ -184,6 +185,7 @@ class OrderService:
             aggregate_id=order_id,
             type=event_type,
             payload=payload,
+            traceparent=current_traceparent(),  # the request's span (shared.tracing)
         )
 
     async def create(self, order: OrderIn, principal: Principal) -> Stored[OrderOut]:

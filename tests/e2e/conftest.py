@@ -24,6 +24,7 @@ class Stack:
     orders: str
     donations: str
     charities: str
+    traces: Path  # each service's spans, as <service>.jsonl (shared/tracing.py)
 
 
 def start_service(
@@ -58,15 +59,33 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> N
 
 
 @pytest.fixture(scope="package")
-def stack_processes() -> Iterator[tuple[Stack, dict[str, subprocess.Popen[bytes]]]]:
+def stack_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Stack, dict[str, subprocess.Popen[bytes]]]]:
     ports = {name: free_port() for name in ("orders", "donations", "charities")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    env = dict(os.environ, GFG_CHARITIES_URL=urls["charities"], GFG_LOG_JSON="true")
+    traces = tmp_path_factory.mktemp("traces")
+    env = dict(
+        os.environ,
+        GFG_CHARITIES_URL=urls["charities"],
+        GFG_LOG_JSON="true",
+        # Every trace sampled, spans in JSON-lines files, exported within 0.2 s.
+        GFG_TRACES_DIR=str(traces),
+        OTEL_TRACES_SAMPLER="parentbased_always_on",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
+    for name in (
+        "OTEL_SDK_DISABLED",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_SAMPLER_ARG",
+    ):
+        env.pop(name, None)
     log_dir = ROOT / "test-artifacts" / "e2e-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     processes = {name: start_service(name, ports[name], env, log_dir) for name in ports}
     try:
-        yield Stack(**urls), processes
+        yield Stack(**urls, traces=traces), processes
     finally:
         for process in processes.values():
             process.terminate()

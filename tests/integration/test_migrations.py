@@ -101,6 +101,26 @@ async def test_an_include_brings_a_kit_schema_and_counts_in_the_checksum(
     assert "CREATE TABLE outbox" in migration.sql
 
 
+async def test_a_named_include_brings_a_later_kit_change(
+    scratch_schema: asyncpg.Connection[Any], tmp_path: Path
+) -> None:
+    write(tmp_path, "0001_outbox.sql", "-- include: shared.outbox\n")
+    write(tmp_path, "0002_trace.sql", "-- include: shared.outbox:TRACEPARENT_SCHEMA\n")
+    assert await apply_migrations(scratch_schema, tmp_path) == ["0001_outbox", "0002_trace"]
+    (first, second) = load_migrations(tmp_path)
+    assert "ADD COLUMN IF NOT EXISTS traceparent" in second.sql
+    assert "traceparent" not in first.sql  # SCHEMA itself (checksummed already) is unchanged
+    await scratch_schema.execute(
+        "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload, traceparent) "
+        "VALUES ('t', 'order', 'o-1', 'x', '\\x00', '00-' || repeat('a', 32) || '-' "
+        "|| repeat('b', 16) || '-01')"
+    )
+    assert (await scratch_schema.fetchval("SELECT traceparent FROM outbox")).endswith("-01")
+    write(tmp_path, "0003_missing.sql", "-- include: shared.outbox:NO_SUCH_SCHEMA\n")
+    with pytest.raises(MigrationError, match="has no NO_SUCH_SCHEMA"):
+        load_migrations(tmp_path)
+
+
 async def test_the_outbox_schema_refuses_a_table_with_another_bucket_count(
     scratch_schema: asyncpg.Connection[Any], tmp_path: Path
 ) -> None:

@@ -54,6 +54,7 @@ class Event:
     partition: int
     offset: int
     value: dict[str, Any]
+    headers: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,7 +69,8 @@ class TopicWatch:
         for records in batches.values():
             for r in records:
                 key = r.key.decode() if r.key is not None else ""
-                self.seen.append(Event(key, r.partition, r.offset, orjson.loads(r.value)))
+                value = orjson.loads(r.value)
+                self.seen.append(Event(key, r.partition, r.offset, value, dict(r.headers)))
 
     def of(self, keys: set[str]) -> list[Event]:
         return [e for e in self.seen if e.key in keys]

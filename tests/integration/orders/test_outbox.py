@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ from shared.db import create_pool
 from shared.kafka import Producer, ensure_topics, make_producer
 from shared.migrations import migrate
 from shared.outbox import BUCKETS, OutboxMessage, OutboxRelay, enqueue
+from shared.tracing import tracing
 from tests.conftest import unique
 from tests.integration.orders.conftest import TopicWatch, start_watch
 from tests.support import eventually
@@ -113,6 +116,39 @@ async def test_late_commit_is_still_published(bench: Bench, relay_watch: TopicWa
     finally:
         await conn.close()
         await relay.release()
+
+
+async def test_each_rows_trace_context_travels_as_a_record_header(
+    bench: Bench, relay_watch: TopicWatch, tmp_path: Path
+) -> None:
+    trace_id, caller = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    unsampled, sampled = f"00-{trace_id}-{caller}-00", f"00-{trace_id}-{caller}-01"
+    plain, quiet, traced = unique("plain"), unique("quiet"), unique("traced")
+    relay = bench.relay()
+    await relay.claim()
+    try:
+        with tracing("orders", tmp_path):
+            await bench.add(
+                [
+                    bench.message(plain, 0),
+                    dataclasses.replace(bench.message(quiet, 0), traceparent=unsampled),
+                    dataclasses.replace(bench.message(traced, 0), traceparent=sampled),
+                ]
+            )
+            await drain(relay)
+            events = {e.key: e for e in await relay_watch.wait_for({plain, quiet, traced}, 3)}
+    finally:
+        await relay.release()
+    assert events[plain].headers == {}
+    assert events[quiet].headers == {"traceparent": unsampled.encode()}  # passed on, no span
+    version, trace, span_id, flags = events[traced].headers["traceparent"].decode().split("-")
+    assert (version, trace, flags) == ("00", trace_id, "01")
+    (span,) = [orjson.loads(line) for line in (tmp_path / "orders.jsonl").read_bytes().splitlines()]
+    assert span["name"] == f"publish {bench.topic}"
+    assert span["kind"] == "PRODUCER"
+    assert span["span_id"] == span_id
+    assert span["parent_span_id"] == caller
+    assert span["attributes"]["messaging.kafka.message.key"] == traced
 
 
 async def test_relay_dying_after_the_ack_loses_nothing(

@@ -1,0 +1,3 @@
+-- The trace context of the work that wrote each outbox row (shared/tracing.py), sent on
+-- as the record's traceparent header.
+-- include: shared.outbox:TRACEPARENT_SCHEMA
