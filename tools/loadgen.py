@@ -78,7 +78,7 @@ class Config:
 class WorkerResult:
     placed_at: dict[str, str] = field(default_factory=dict)  # order_id -> ISO timestamp
     counts: Counter[str] = field(default_factory=Counter)
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # from the common start: the sending, not the imports
     finished_at: float = 0.0  # time.monotonic(), comparable across processes on Linux
     error: str | None = None
 
@@ -198,6 +198,7 @@ async def _send(
     config: Config,
     start: float,
     on_order: Callable[[int], None],
+    halted: Callable[[], bool],
 ) -> WorkerResult:
     result = WorkerResult()
     connector = aiohttp.TCPConnector(limit=config.concurrency, keepalive_timeout=30)
@@ -211,6 +212,8 @@ async def _send(
 
         async def task() -> None:
             for script in pending:
+                if halted():
+                    return
                 if rate > 0:
                     delay = start + script.n / rate - time.monotonic()
                     if delay > 0:
@@ -234,14 +237,16 @@ def _worker(
     index: int,
     part: list[Script],
     config: Config,
-    progress: Any,  # multiprocessing Array('q'): per worker (orders, requests)
+    progress: Any,  # multiprocessing Array('q'): per worker (orders, requests), then halt
     start: Any,  # multiprocessing Value('d'): the common start, set when all are ready
     go: Any,  # multiprocessing Event
     results: multiprocessing.Queue[tuple[int, WorkerResult]],
 ) -> None:
     results.put((index, WorkerResult()))  # ready
     go.wait()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     done = 0
+    halt_slot = len(progress) - 1
 
     def on_order(requests: int) -> None:
         nonlocal done
@@ -252,11 +257,13 @@ def _worker(
     try:
         import uvloop
 
-        result = uvloop.run(_send(part, config, start.value, on_order))
+        result = uvloop.run(
+            _send(part, config, start.value, on_order, lambda: progress[halt_slot] != 0)
+        )
     except Exception as error:  # reported to the parent, which exits 1
         result = WorkerResult(error=f"{type(error).__name__}: {error}")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    result.cpu_seconds = usage.ru_utime + usage.ru_stime
+    result.cpu_seconds = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
     results.put((index, result))
 
 
@@ -267,13 +274,18 @@ class Engine:
         self.context = multiprocessing.get_context("spawn")
         self.parts = split(scripts, workers)
         self.config = config
-        self.progress_array = self.context.Array("q", 2 * workers, lock=False)
+        # Per worker (orders, requests) sent so far; the last slot asks the workers to halt.
+        self.progress_array = self.context.Array("q", 2 * workers + 1, lock=False)
         self.started = 0.0
 
     def progress(self) -> tuple[int, int]:
         """(orders, requests) sent so far, across all workers."""
-        values = list(self.progress_array)
+        values = list(self.progress_array)[:-1]
         return sum(values[0::2]), sum(values[1::2])
+
+    def halt(self) -> None:
+        """Workers start no further order; those in flight finish."""
+        self.progress_array[len(self.progress_array) - 1] = 1
 
     async def run(
         self, report: Callable[[int, int, float], Awaitable[None] | None] | None = None

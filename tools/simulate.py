@@ -33,7 +33,7 @@ import random
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -266,6 +266,8 @@ class Simulation:
         self.client = httpx.AsyncClient(timeout=30)  # setup, rule changes, totals
         self.engine: loadgen.Engine | None = None
         self.achieved: loadgen.Achieved | None = None
+        # Per order, the counts it adds (cancelled, refunds_full, ...) once it was sent.
+        self.planned_counts: dict[str, Counter[str]] = defaultdict(Counter)
 
     def _auth(self, role: Role, sellers: list[str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(self.secret, role, sellers)}"}
@@ -419,11 +421,12 @@ class Simulation:
         """Order ``n``: its plan for the oracle and its calls for a worker, in one draw from
         the seeded generator. ``placed_at`` and ``completed_at`` are stamped when sent."""
         a, rng = self.args, self.rng
+        tags = self.planned_counts[f"sim-{self.run_id}-{n}"]
         seller = rng.choice(self.sellers)
         order_id = f"sim-{self.run_id}-{n}"
         if rng.random() < a.small_order_share:  # 1-10 fen: fixed rules above the total occur
             quantity, price = 1, rng.randint(1, 10)
-            self.counts["small_orders"] += 1
+            tags["small_orders"] += 1
         else:
             quantity, price = rng.randint(1, 5), rng.randint(1, 50_000)
         lines = [("sku", quantity, price)]
@@ -431,7 +434,7 @@ class Simulation:
             # Charity items cost at least CNY 10 a unit: with at most 50 fen per unit and
             # order parts of at most 5 % (+ 200 fen), the cap at the total never applies.
             lines.append((rng.choice(CHARITY_ITEMS), rng.randint(1, 3), rng.randint(1000, 20_000)))
-            self.counts["charity_item_orders"] += 1
+            tags["charity_item_orders"] += 1
         currency = "USD" if rng.random() < 0.02 else "CNY"
         total = sum(q * p for _, q, p in lines)
         plan = OrderPlan(order_id, seller, currency, total, datetime.now(UTC))
@@ -457,20 +460,20 @@ class Simulation:
             plan.completed = True
         elif roll >= 0.9:
             calls.append(loadgen.Call("POST", f"{path}/cancel", (200,)))
-            self.counts["cancelled"] += 1
+            tags["cancelled"] += 1
         if rng.random() < 0.05:  # a storefront retrying the same POST
             calls.append(loadgen.Call("POST", "/v1/orders", (200,), create))
-            self.counts["duplicates"] += 1
+            tags["duplicates"] += 1
         if plan.completed and rng.random() < 0.1:
             full = rng.random() < 0.4
             amount = plan.total_minor if full else rng.randint(1, plan.total_minor)
             refund = orjson.dumps({"refund_id": f"{order_id}-r1", "amount_minor": amount})
             calls.append(loadgen.Call("POST", f"{path}/refunds", (200, 201), refund))
             plan.refunded_totals.append(plan.refunded_minor + amount)
-            self.counts["refunds_full" if full else "refunds_partial"] += 1
+            tags["refunds_full" if full else "refunds_partial"] += 1
             if rng.random() < 0.3:
                 calls.append(loadgen.Call("POST", f"{path}/refunds", (200,), refund))
-                self.counts["duplicates"] += 1
+                tags["duplicates"] += 1
         return loadgen.Script(n, seller, order_id, tuple(calls))
 
     async def rule_churn(self, stop: asyncio.Event) -> None:
@@ -488,6 +491,11 @@ class Simulation:
     def progress(self) -> tuple[int, int]:
         """(orders, requests) sent so far; (0, 0) before the stream starts."""
         return self.engine.progress() if self.engine is not None else (0, 0)
+
+    def halt(self) -> None:
+        """Starts no further order: those not started are left out of the oracle."""
+        if self.engine is not None:
+            self.engine.halt()
 
     async def stream(self) -> None:
         """Plans every order, then sends them from worker processes (``tools.loadgen``) while
@@ -511,16 +519,24 @@ class Simulation:
 
         stop = asyncio.Event()
         churn = asyncio.create_task(self.rule_churn(stop))
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(a.duration, self.halt) if a.duration > 0 else None
         try:
             self.achieved, results = await self.engine.run(progress)
         finally:
+            if timer is not None:
+                timer.cancel()
             stop.set()
             await churn
+        sent: dict[str, OrderPlan] = {}
         for result in results:
             for key in ("requests", "retries_transport", "retries_5xx"):
                 self.counts[key] += result.counts[key]
             for order_id, placed_at in result.placed_at.items():
-                self.orders[order_id].placed_at = datetime.fromisoformat(placed_at)
+                sent[order_id] = self.orders[order_id]
+                sent[order_id].placed_at = datetime.fromisoformat(placed_at)
+                self.counts.update(self.planned_counts[order_id])
+        self.orders = sent  # a halted run: what was sent, nothing else
         errors = [r.error for r in results if r.error]
         if errors:
             raise RuntimeError("; ".join(errors))
@@ -677,6 +693,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--campaigns", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument(
         "--budget", type=int, default=5_000, help="the ratio campaign's budget (the other: half)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=0, help="s; start no order after it (0 = send all)"
     )
     parser.add_argument("--drain-timeout", type=float, default=120)
     parser.add_argument("--quiet", action="store_true")
