@@ -535,7 +535,8 @@ class Simulation:
             for order_id, placed_at in result.placed_at.items():
                 sent[order_id] = self.orders[order_id]
                 sent[order_id].placed_at = datetime.fromisoformat(placed_at)
-                self.counts.update(self.planned_counts[order_id])
+                for key, count in self.planned_counts[order_id].items():
+                    self.counts[key] += count
         self.orders = sent  # a halted run: what was sent, nothing else
         errors = [r.error for r in results if r.error]
         if errors:
