@@ -33,7 +33,7 @@ import random
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,9 +41,10 @@ from fractions import Fraction
 from typing import Any
 
 import httpx
-from tqdm import tqdm
+import orjson
 
 from shared.auth import Role, issue_token
+from tools import loadgen
 
 CHARITY_ITEMS = ["charity-book", "charity-tea", "charity-scarf"]
 
@@ -262,9 +263,11 @@ class Simulation:
         self.item_sellers: set[str] = set()  # sellers with charity items (per_item rules)
         self.campaigns: list[CampaignPlan] = []
         self.counts: dict[str, int] = defaultdict(int)
-        self.client = httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=args.concurrency * 2)
-        )
+        self.client = httpx.AsyncClient(timeout=30)  # setup, rule changes, totals
+        self.engine: loadgen.Engine | None = None
+        self.achieved: loadgen.Achieved | None = None
+        # Per order, the counts it adds (cancelled, refunds_full, ...) once it was sent.
+        self.planned_counts: dict[str, Counter[str]] = defaultdict(Counter)
 
     def _auth(self, role: Role, sellers: list[str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(self.secret, role, sellers)}"}
@@ -414,14 +417,16 @@ class Simulation:
         )
         self.counts["rule_changes"] += 1
 
-    async def one_order(self, n: int) -> None:
+    def plan_order(self, n: int) -> loadgen.Script:
+        """Order ``n``: its plan for the oracle and its calls for a worker, in one draw from
+        the seeded generator. ``placed_at`` and ``completed_at`` are stamped when sent."""
         a, rng = self.args, self.rng
+        tags = self.planned_counts[f"sim-{self.run_id}-{n}"]
         seller = rng.choice(self.sellers)
-        headers = self._auth(Role.STOREFRONT, [seller])
         order_id = f"sim-{self.run_id}-{n}"
         if rng.random() < a.small_order_share:  # 1-10 fen: fixed rules above the total occur
             quantity, price = 1, rng.randint(1, 10)
-            self.counts["small_orders"] += 1
+            tags["small_orders"] += 1
         else:
             quantity, price = rng.randint(1, 5), rng.randint(1, 50_000)
         lines = [("sku", quantity, price)]
@@ -429,7 +434,7 @@ class Simulation:
             # Charity items cost at least CNY 10 a unit: with at most 50 fen per unit and
             # order parts of at most 5 % (+ 200 fen), the cap at the total never applies.
             lines.append((rng.choice(CHARITY_ITEMS), rng.randint(1, 3), rng.randint(1000, 20_000)))
-            self.counts["charity_item_orders"] += 1
+            tags["charity_item_orders"] += 1
         currency = "USD" if rng.random() < 0.02 else "CNY"
         total = sum(q * p for _, q, p in lines)
         plan = OrderPlan(order_id, seller, currency, total, datetime.now(UTC))
@@ -440,38 +445,36 @@ class Simulation:
             "currency": currency,
             "total_minor": plan.total_minor,
             "items": [{"item_id": i, "quantity": q, "unit_price_minor": p} for i, q, p in lines],
-            "placed_at": plan.placed_at.isoformat(),
+            "placed_at": loadgen.NOW,
         }
         roll = rng.random()
-        orders_url = f"{a.orders_url}/v1/orders"
+        path = f"/v1/orders/{order_id}"
         self.orders[order_id] = plan
         if roll < 0.6:  # posted as completed in one call
-            body |= {"status": "completed", "completed_at": datetime.now(UTC).isoformat()}
-            await self._ok("POST", orders_url, (200, 201), json=body, headers=headers)
+            body |= {"status": "completed", "completed_at": loadgen.NOW}
             plan.completed = True
-        else:
-            await self._ok("POST", orders_url, (200, 201), json=body, headers=headers)
-            if roll < 0.9:
-                await self._ok("POST", f"{orders_url}/{order_id}/complete", (200,), headers=headers)
-                plan.completed = True
-            else:
-                await self._ok("POST", f"{orders_url}/{order_id}/cancel", (200,), headers=headers)
-                self.counts["cancelled"] += 1
+        create = orjson.dumps(body)
+        calls = [loadgen.Call("POST", "/v1/orders", (200, 201), create)]
+        if 0.6 <= roll < 0.9:
+            calls.append(loadgen.Call("POST", f"{path}/complete", (200,)))
+            plan.completed = True
+        elif roll >= 0.9:
+            calls.append(loadgen.Call("POST", f"{path}/cancel", (200,)))
+            tags["cancelled"] += 1
         if rng.random() < 0.05:  # a storefront retrying the same POST
-            await self._ok("POST", orders_url, (200,), json=body, headers=headers)
-            self.counts["duplicates"] += 1
+            calls.append(loadgen.Call("POST", "/v1/orders", (200,), create))
+            tags["duplicates"] += 1
         if plan.completed and rng.random() < 0.1:
             full = rng.random() < 0.4
             amount = plan.total_minor if full else rng.randint(1, plan.total_minor)
-            refund = {"refund_id": f"{order_id}-r1", "amount_minor": amount}
-            url = f"{orders_url}/{order_id}/refunds"
-            await self._ok("POST", url, (200, 201), json=refund, headers=headers)
+            refund = orjson.dumps({"refund_id": f"{order_id}-r1", "amount_minor": amount})
+            calls.append(loadgen.Call("POST", f"{path}/refunds", (200, 201), refund))
             plan.refunded_totals.append(plan.refunded_minor + amount)
-            self.counts["refunds_full" if full else "refunds_partial"] += 1
+            tags["refunds_full" if full else "refunds_partial"] += 1
             if rng.random() < 0.3:
-                await self._ok("POST", url, (200,), json=refund, headers=headers)
-                self.counts["duplicates"] += 1
-        self.counts["orders"] += 1
+                calls.append(loadgen.Call("POST", f"{path}/refunds", (200,), refund))
+                tags["duplicates"] += 1
+        return loadgen.Script(n, seller, order_id, tuple(calls))
 
     async def rule_churn(self, stop: asyncio.Event) -> None:
         """Some sellers change their rule or pause and resume while orders stream."""
@@ -485,31 +488,62 @@ class Simulation:
             else:
                 await self.set_rule(seller, self._random_rule(seller))
 
-    async def stream(self) -> None:
-        a = self.args
-        queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=a.concurrency * 2)
-        bar = tqdm(total=a.orders, unit="order", file=sys.stderr, disable=a.quiet)
+    def progress(self) -> tuple[int, int]:
+        """(orders, requests) sent so far; (0, 0) before the stream starts."""
+        return self.engine.progress() if self.engine is not None else (0, 0)
 
-        async def worker() -> None:
-            while (n := await queue.get()) is not None:
-                await self.one_order(n)
-                bar.update(1)
+    def halt(self) -> None:
+        """Starts no further order: those not started are left out of the oracle."""
+        if self.engine is not None:
+            self.engine.halt()
+
+    async def stream(self) -> None:
+        """Plans every order, then sends them from worker processes (``tools.loadgen``) while
+        rules change here; the plans take the ``placed_at`` the workers stamped."""
+        a = self.args
+        scripts = [self.plan_order(n) for n in range(a.orders)]
+        config = loadgen.Config(a.orders_url, self.secret, a.rate, a.concurrency)
+        workers = a.workers or loadgen.default_workers(a.rate)
+        self.engine = loadgen.Engine(scripts, config, workers)
+        last = [0.0]
+
+        def progress(orders: int, requests: int, seconds: float) -> None:
+            if a.quiet or seconds - last[0] < 5 or seconds <= 0:
+                return
+            last[0] = seconds
+            print(
+                f"{orders}/{a.orders} orders in {seconds:.0f} s: {orders / seconds:.0f} orders/s,"
+                f" {requests / seconds:.0f} requests/s",
+                file=sys.stderr,
+            )
 
         stop = asyncio.Event()
         churn = asyncio.create_task(self.rule_churn(stop))
-        workers = [asyncio.create_task(worker()) for _ in range(a.concurrency)]
-        started = time.monotonic()
-        for n in range(a.orders):
-            if a.rate > 0:
-                await asyncio.sleep(max(0.0, started + n / a.rate - time.monotonic()))
-            await queue.put(n)
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
-        stop.set()
-        await churn
-        bar.close()
-        self.counts["stream_seconds"] = int(time.monotonic() - started)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(a.duration, self.halt) if a.duration > 0 else None
+        try:
+            self.achieved, results = await self.engine.run(progress)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            stop.set()
+            await churn
+        sent: dict[str, OrderPlan] = {}
+        for result in results:
+            for key in ("requests", "retries_transport", "retries_5xx"):
+                self.counts[key] += result.counts[key]
+            for order_id, placed_at in result.placed_at.items():
+                sent[order_id] = self.orders[order_id]
+                sent[order_id].placed_at = datetime.fromisoformat(placed_at)
+                for key, count in self.planned_counts[order_id].items():
+                    self.counts[key] += count
+        self.orders = sent  # a halted run: what was sent, nothing else
+        errors = [r.error for r in results if r.error]
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        self.counts["orders"] = self.achieved.orders
+        self.counts["stream_seconds"] = int(self.achieved.seconds)
+        print(self.achieved.line(), file=sys.stderr if a.quiet else sys.stdout)
 
     def expected(self) -> Tally:
         tally = Tally()
@@ -644,7 +678,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--charities", type=int, default=3)
     parser.add_argument("--projects-per-charity", type=int, default=2)
     parser.add_argument("--sellers", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="orders in flight per worker process"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="sending processes; 0 = enough for the rate"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--small-order-share", type=float, default=0.1, help="share of orders of 1-10 fen"
@@ -655,6 +694,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--campaigns", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument(
         "--budget", type=int, default=5_000, help="the ratio campaign's budget (the other: half)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=0, help="s; start no order after it (0 = send all)"
     )
     parser.add_argument("--drain-timeout", type=float, default=120)
     parser.add_argument("--quiet", action="store_true")
