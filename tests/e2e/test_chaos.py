@@ -43,12 +43,13 @@ from tools.funds import follow_the_money
 
 ORDERS = 2400
 RATE = 60.0  # orders per second
-TEST_SECONDS = 900  # the whole run, faults and drain included
+TEST_SECONDS = 1200  # the whole run, faults, drain and postings included
 SERVICES = ("orders", "donations", "charities")
 # The return window of the e2e stack, with a grace longer than the faults' outages: an
-# orders event reaches Kafka within it even across the broker's and PostgreSQL's restarts,
-# so no refund made inside the window is posted over (services/donations/posting.py).
-CHAOS_WINDOW = SHORT_WINDOW | {"GFG_POSTING_GRACE_S": "40"}
+# orders event reaches Kafka within it even across the broker's restart (which the test
+# allows 120 s on a loaded machine), so no refund made inside the window is posted over
+# (services/donations/posting.py). Postings come that much later.
+CHAOS_WINDOW = SHORT_WINDOW | {"GFG_POSTING_GRACE_S": "150"}
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
                 [
                     "--orders", str(ORDERS), "--rate", str(RATE), "--sellers", "30",
                     "--concurrency", "8", "--quiet", "--drain-timeout", "180",
-                    "--posting-wait", "240",
+                    "--posting-wait", "400",
                     "--orders-url", urls["orders"], "--donations-url", urls["donations"],
                     "--charities-url", urls["charities"],
                 ]
