@@ -78,8 +78,11 @@ class FundsReport:
 
 async def follow_the_money(sim: Simulation) -> FundsReport:
     """The funds phase (module docstring); its problems are in the report."""
-    window = sim.window if sim.window is not None else await sim.learn_window()
-    out = FundsReport(window_s=window.total_seconds())
+    if sim.window is None:
+        sim.window = await sim.learn_window()
+    if sim.window is None:
+        return FundsReport(skipped="no receipt to learn the return window from")
+    out = FundsReport(window_s=sim.window.total_seconds())
     if out.window_s > sim.args.posting_wait:
         out.skipped = (
             f"the services' return window is {out.window_s:g} s, longer than --posting-wait;"
