@@ -12,8 +12,9 @@ longer than ``--posting-wait`` skips the phase and says so). As a charity would,
    token for the project's charity, of amounts that use part of the posted money; sends
    one of them again (the same body: 200, the same disbursement) and asks for one more
    than is available (422);
-4. checks the totals (``disbursed_minor`` is the sum it disbursed, ``available_minor =
-   posted_minor - disbursed_minor``) and every donating order's trace: each
+4. checks the totals once their cache has caught up (``disbursed_minor`` is the sum it
+   disbursed, ``available_minor = posted_minor - disbursed_minor``) and every donating
+   order's trace: each
    disbursement's allocations sum to its amount, no order gives more than its net and
    matches, every order is posted, and some donation entry was split across two
    disbursements (first in, first out ends a disbursement inside an entry).
@@ -220,15 +221,24 @@ async def _disburse(
 async def _check_totals(
     sim: Simulation, out: FundsReport, disbursed: dict[str, dict[str, int]]
 ) -> None:
-    for project_id, t in sorted((await sim.reported()).items()):
-        mine = sum(disbursed.get(project_id, {}).values())
-        posted = t["posted_minor"]
-        if (
-            t["disbursed_minor"] != mine
-            or t["available_minor"] != posted - mine
-            or (t["pending_minor"], posted) != (0, t["net_minor"])
-        ):
-            out.problems.append(f"project {project_id}: disbursed {mine}, totals {_funds(t)}")
+    """The totals after the disbursements; polled until they agree or the drain deadline,
+    as totals are served from a cache that may be a few seconds old."""
+    deadline = time.monotonic() + sim.args.drain_timeout
+    while True:
+        problems = []
+        for project_id, t in sorted((await sim.reported()).items()):
+            mine = sum(disbursed.get(project_id, {}).values())
+            posted = t["posted_minor"]
+            if (
+                t["disbursed_minor"] != mine
+                or t["available_minor"] != posted - mine
+                or (t["pending_minor"], posted) != (0, t["net_minor"])
+            ):
+                problems.append(f"project {project_id}: disbursed {mine}, totals {_funds(t)}")
+        if not problems or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    out.problems += problems
 
 
 async def _check_traces(
