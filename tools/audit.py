@@ -489,8 +489,9 @@ def _report(name: str, db: str, findings: list[str], counts: dict[str, int]) -> 
         print(f"FINDING {line}")
 
 
-async def main(args: argparse.Namespace) -> int:
-    settings = CommonSettings(jwt_secret=os.environ.get("GFG_JWT_SECRET", "x" * 32))
+async def main(args: argparse.Namespace, settings: CommonSettings | None = None) -> int:
+    """``make audit``; ``settings`` (default: from the environment) name the servers."""
+    settings = settings or CommonSettings(jwt_secret=os.environ.get("GFG_JWT_SECRET", "x" * 32))
     donations_db = args.donations_db or os.environ.get("GFG_DONATIONS_DB", "donations")
     charities_db = args.charities_db or os.environ.get("GFG_CHARITIES_DB", "charities")
     findings: list[str] = []

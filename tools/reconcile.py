@@ -4,7 +4,8 @@
    ``placed_at`` has the net donation the rule gives (``tools.simulate.expected_net``:
    computed from the contract, independently of the donations service's code, with the
    accrual capped at the order's total), in the rule's project; no other order has ledger
-   entries.
+   entries. Only refunds made before the accrual's ``available_on`` count (the return
+   window): a later one reverses nothing.
    Matches are not part of an order's net donation here (they are the sponsor's).
 2. ledger → totals: every project's charities totals (donated, reversed, matched, donation
    and seller counts) equal the sums of its ledger entries.
@@ -29,6 +30,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -69,17 +71,29 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
         """SELECT to_regclass('campaign') IS NOT NULL AS campaigns,
                   EXISTS (SELECT 1 FROM information_schema.columns
                           WHERE table_name = 'donation_rule' AND column_name = 'per_item')
-                      AS per_item""",
+                      AS per_item,
+                  EXISTS (SELECT 1 FROM information_schema.columns
+                          WHERE table_name = 'ledger_entry' AND column_name = 'available_on')
+                      AS window""",
     )
     has_campaigns, has_per_item = schema[0]["campaigns"], schema[0]["per_item"]
+    has_window = schema[0]["window"]
     per_item = "per_item" if has_per_item else "'{}'::jsonb AS per_item"
     campaign_id = "campaign_id" if has_campaigns else "NULL::text AS campaign_id"
-    orders, rules, ledger, outbox_orders, outbox_donations = await asyncio.gather(
+    available_on = "available_on" if has_window else "NULL::timestamptz AS available_on"
+    orders, refunds, rules, ledger, outbox_orders, outbox_donations = await asyncio.gather(
         _fetch(
             settings.dsn(dbs["orders"]),
             """SELECT order_id, seller_id, currency, total_minor, placed_at, status,
                       refunded_minor, items
                FROM sales_order WHERE seller_id LIKE $1 AND status IN ('completed', 'refunded')""",
+            like,
+        ),
+        _fetch(
+            settings.dsn(dbs["orders"]),
+            """SELECT r.order_id, r.refunded_total_minor, r.created_at
+               FROM order_refund AS r JOIN sales_order AS o USING (order_id)
+               WHERE o.seller_id LIKE $1 ORDER BY r.order_id, r.created_at""",
             like,
         ),
         _fetch(
@@ -94,7 +108,7 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
         _fetch(
             donations_dsn,
             f"""SELECT order_id, seller_id, project_id::text AS project_id, kind, amount_minor,
-                      currency, {campaign_id}
+                      currency, {campaign_id}, {available_on}
                FROM ledger_entry WHERE seller_id LIKE $1""",
             like,
         ),
@@ -126,15 +140,24 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
     # 1. orders -> ledger, per order
     ledger_net: dict[str, int] = defaultdict(int)
     ledger_project: dict[str, set[str]] = defaultdict(set)
+    window_ends: dict[str, datetime] = {}
     for e in ledger:
+        if e["kind"] == "accrual" and e["available_on"] is not None:
+            window_ends[e["order_id"]] = e["available_on"]
         if e["kind"] not in SELLER_KINDS:
             continue
         sign = 1 if e["kind"] == "accrual" else -1
         ledger_net[e["order_id"]] += sign * e["amount_minor"]
         ledger_project[e["order_id"]].add(e["project_id"])
+    refunded_in_window: dict[str, int] = {}
+    for r in refunds:  # each order's refunds oldest first: the last one inside the window
+        ends = window_ends.get(r["order_id"])
+        if ends is None or r["created_at"] < ends:
+            refunded_in_window[r["order_id"]] = r["refunded_total_minor"]
     seen: set[str] = set()
     for o in orders:
         seen.add(o["order_id"])
+        refunded = refunded_in_window.get(o["order_id"], 0)
         plan = OrderPlan(
             o["order_id"],
             o["seller_id"],
@@ -142,9 +165,10 @@ async def reconcile(settings: CommonSettings, dbs: dict[str, str], prefix: str) 
             o["total_minor"],
             o["placed_at"],
             completed=True,
-            # Only the refunded total is stored; it is enough: each refund's target is at
-            # most the one before, so the net after all of them is that of the last one.
-            refunded_totals=[o["refunded_minor"]] if o["refunded_minor"] else [],
+            # The cumulative total of the last refund inside the window is enough: each
+            # refund's target is at most the one before, so the net after all of them is
+            # that of the last one.
+            refunded_totals=[refunded] if refunded else [],
             items=[(i["item_id"], i["quantity"]) for i in _json(o["items"])],
         )
         rule = rule_at(history[o["seller_id"]], o["placed_at"])

@@ -8,7 +8,14 @@ budgets (one by ratio, one per item for some sellers) that run out mid-run, stre
 mismatches, duplicate retries, and a share of 1-10 fen orders, below many fixed rules, so
 the cap at the order total is exercised) at a rate or as fast as possible, and finally
 compares the totals the services report with the totals computed here, independently,
-from what was posted. Exit status 1 on any difference.
+from what was posted. Then it follows the money (``tools.funds``): waits until every
+donation is posted, records disbursements as the charities would, and checks the totals
+and the traces. Exit status 1 on any difference.
+
+The return window (learned from a receipt): a refund made at or after its order's
+``available_on`` (``completed_at`` plus the window) reverses nothing, so the oracle
+counts only the refunds made before it. With a window of a few seconds, a refund delayed
+by a fault (a retry while the orders service restarts) can land after it.
 
 What the oracle knows exactly and what only within bounds:
 - The sellers' donations (``net_minor - matched_minor`` of each project, and the
@@ -35,7 +42,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -45,6 +52,7 @@ import orjson
 
 from shared.auth import Role, issue_token
 from tools import loadgen
+from tools.funds import follow_the_money
 
 CHARITY_ITEMS = ["charity-book", "charity-tea", "charity-scarf"]
 
@@ -95,6 +103,8 @@ class OrderPlan:
     completed: bool = False
     refunded_totals: list[int] = field(default_factory=list)  # cumulative, one per refund
     items: list[tuple[str, int]] = field(default_factory=list)  # (item_id, quantity)
+    completed_at: datetime | None = None  # as the orders service recorded it
+    refunded_at: list[datetime] = field(default_factory=list)  # each refund's created_at
 
     @property
     def refunded_minor(self) -> int:
@@ -113,6 +123,21 @@ class Tally:
     donations: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     capped: int = 0  # orders whose accrual the order's total capped
     matched: dict[str, MatchBounds] = field(default_factory=dict)  # per campaign
+
+
+def within_window(plan: OrderPlan, window: timedelta | None) -> OrderPlan:
+    """``plan`` with only the refunds that can reverse its donation: those made before
+    its ``available_on`` (``completed_at + window``). A refund at or after it reverses
+    nothing (the donation is final). No window known: every refund counts."""
+    if window is None or plan.completed_at is None or not plan.refunded_at:
+        return plan
+    available_on = plan.completed_at + window
+    kept = [
+        total
+        for total, at in zip(plan.refunded_totals, plan.refunded_at, strict=True)
+        if at < available_on
+    ]
+    return replace(plan, refunded_totals=kept, refunded_at=plan.refunded_at[: len(kept)])
 
 
 def rule_at(history: Sequence[RuleVersion], placed_at: datetime) -> RuleVersion | None:
@@ -257,6 +282,9 @@ class Simulation:
         self.run_id = uuid.uuid4().hex[:8]
         self.admin = self._auth(Role.ADMIN, [])
         self.projects: dict[str, str] = {}  # project_id -> currency
+        self.charity_of: dict[str, str] = {}  # project_id -> charity_id
+        # The services' return window, learned from a receipt (or --return-window-s).
+        self.window: timedelta | None = None
         self.sellers: list[str] = []
         self.rules: dict[str, list[RuleVersion]] = defaultdict(list)
         self.orders: dict[str, OrderPlan] = {}
@@ -312,6 +340,7 @@ class Simulation:
                     headers=self.admin,
                 )
                 self.projects[project["project_id"]] = project["currency"]
+                self.charity_of[project["project_id"]] = charity["charity_id"]
         self.sellers = [f"sim-{self.run_id}-s{n}" for n in range(a.sellers)]
         self.item_sellers = {s for s in self.sellers if self.rng.random() < a.item_seller_share}
         for seller in self.sellers:
@@ -548,7 +577,7 @@ class Simulation:
     def expected(self) -> Tally:
         tally = Tally()
         asks: dict[str, list[tuple[int, str]]] = {c.campaign_id: [] for c in self.campaigns}
-        for plan in self.orders.values():
+        for plan in (within_window(p, self.window) for p in self.orders.values()):
             rule = rule_at(self.rules[plan.seller_id], plan.placed_at)
             if rule is None or not rule.active or not plan.completed:
                 continue
@@ -619,7 +648,83 @@ class Simulation:
                 out.append(f"campaign {c.campaign_id}: remaining {got['remaining_minor']}")
         return out
 
+    def donating(self, plan: OrderPlan) -> str | None:
+        """The project ``plan``'s accrual went to, if the contract gives it one."""
+        rule = rule_at(self.rules[plan.seller_id], plan.placed_at)
+        if rule is None or not rule.active or not plan.completed:
+            return None
+        if plan.currency != self.projects[rule.project_id]:
+            return None
+        return rule.project_id if donation_for(rule, plan.total_minor, plan.items) > 0 else None
+
+    async def learn_window(self) -> timedelta | None:
+        """The services' return window: ``--return-window-s``, or a receipt's
+        ``available_on`` minus its order's ``completed_at`` (the window runs from it).
+        None without a receipt by the drain deadline (then every refund counts, and the
+        totals check names the missing donations)."""
+        if self.args.return_window_s is not None:
+            return timedelta(seconds=self.args.return_window_s)
+        done = [p for p in self.orders.values() if p.completed_at and self.donating(p)]
+        done.sort(key=lambda p: p.completed_at or datetime.min.replace(tzinfo=UTC))
+        deadline = time.monotonic() + self.args.drain_timeout
+        while done:
+            for plan in done[:20]:
+                url = f"{self.args.donations_url}/v1/orders/{plan.order_id}/donation"
+                response = await self._call("GET", url)
+                if response.status_code == 200 and response.json().get("available_on"):
+                    assert plan.completed_at is not None
+                    return datetime.fromisoformat(response.json()["available_on"]) - (
+                        plan.completed_at
+                    )
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        return None
+
+    def late_refunds(self) -> int:
+        """Refunds made at or after their order's ``available_on`` (they reverse nothing)."""
+        return sum(
+            len(p.refunded_at) - len(within_window(p, self.window).refunded_at)
+            for p in self.orders.values()
+        )
+
+    async def fetch_times(self) -> None:
+        """``completed_at`` and each refund's ``created_at`` from the orders API, for the
+        orders whose sending did not record them (an engine that does not read answers):
+        the refunded ones, and a few donating ones to learn the window from. A refund sent
+        again (its id is ``<order_id>-r<n>``, n from 1) answers with the stored one."""
+        refunded = [
+            p
+            for p in self.orders.values()
+            if p.completed and len(p.refunded_at) < len(p.refunded_totals)
+        ]
+        some = [p for p in self.orders.values() if self.donating(p) and not p.completed_at]
+        gate = asyncio.Semaphore(self.args.concurrency)
+
+        async def one(plan: OrderPlan) -> None:
+            headers = self._auth(Role.STOREFRONT, [plan.seller_id])
+            url = f"{self.args.orders_url}/v1/orders/{plan.order_id}"
+            async with gate:
+                if plan.completed_at is None:
+                    order = await self._ok("GET", url, (200,), headers=headers)
+                    plan.completed_at = datetime.fromisoformat(order["completed_at"])
+                before = 0
+                plan.refunded_at = []
+                for n, total in enumerate(plan.refunded_totals, start=1):
+                    body = {"refund_id": f"{plan.order_id}-r{n}", "amount_minor": total - before}
+                    stored = await self._ok("POST", f"{url}/refunds", (200,), json=body,
+                                            headers=headers)  # fmt: skip
+                    plan.refunded_at.append(datetime.fromisoformat(stored["created_at"]))
+                    before = total
+
+        targets = {p.order_id: p for p in refunded + some[:20]}
+        await asyncio.gather(*(one(p) for p in targets.values()))
+
     async def verify(self) -> bool:
+        if self.window is None:
+            await self.fetch_times()
+            self.window = await self.learn_window()
+        self.counts["refunds_after_window"] = self.late_refunds()
         expected = self.expected()
         deadline = time.monotonic() + self.args.drain_timeout
         while True:
@@ -666,7 +771,15 @@ async def main(args: argparse.Namespace) -> int:
     try:
         await sim.setup()
         await sim.stream()
-        return 0 if await sim.verify() else 1
+        if not await sim.verify():
+            return 1
+        if args.no_funds:
+            return 0
+        funds = await follow_the_money(sim)
+        print(funds.summary())
+        for line in funds.problems:
+            print(f"MISMATCH {line}")
+        return 0 if funds.ok else 1
     finally:
         await sim.client.aclose()
 
@@ -699,6 +812,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--duration", type=float, default=0, help="s; start no order after it (0 = send all)"
     )
     parser.add_argument("--drain-timeout", type=float, default=120)
+    parser.add_argument(
+        "--return-window-s",
+        type=float,
+        help="the services' GFG_RETURN_WINDOW_S; default: learned from a receipt",
+    )
+    parser.add_argument(
+        "--no-funds", action="store_true", help="skip waiting for postings and disbursing"
+    )
+    parser.add_argument(
+        "--posting-wait",
+        type=float,
+        default=120,
+        help="how long to wait for everything to be posted (window and grace included);"
+        " a longer return window skips the funds phase",
+    )
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--orders-url", default="http://127.0.0.1:8001")
     parser.add_argument("--donations-url", default="http://127.0.0.1:8002")

@@ -17,6 +17,14 @@ import pytest
 from tests.support import free_port
 
 ROOT = Path(__file__).parents[2]
+# A return window of seconds, so the simulations see their donations posted and disburse
+# them. The grace covers the orders outbox relay's delay on a loaded machine (and, in the
+# chaos test, the faults' outages), so a refund inside the window is never posted over.
+SHORT_WINDOW = {
+    "GFG_RETURN_WINDOW_S": "5",
+    "GFG_POSTING_GRACE_S": "5",
+    "GFG_POSTING_INTERVAL_S": "0.5",
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ def stack_processes(
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     traces = tmp_path_factory.mktemp("traces")
     env = dict(
-        os.environ,
+        SHORT_WINDOW,
+        **os.environ,
         GFG_CHARITIES_URL=urls["charities"],
         GFG_LOG_JSON="true",
         # Every trace sampled, spans in JSON-lines files, exported within 0.2 s.

@@ -28,6 +28,7 @@ from tools.simulate import (
     expected_net,
     net_after_refunds,
     rule_at,
+    within_window,
 )
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -250,3 +251,18 @@ def test_no_second_cap_after_a_refund_in_the_service(
     order = OrderPlan("o1", SELLER, "CNY", total, EPOCH, True, refunds)
     assert expected_net(order, version.oracle(), "CNY") == contract
     assert service_net([version], "CNY", total, EPOCH, refunds) == contract
+
+
+def test_only_refunds_before_available_on_count() -> None:
+    """``available_on`` is ``completed_at`` plus the window; a refund at it or later
+    reverses nothing, so the oracle drops it (and every later one of the order)."""
+    window = timedelta(seconds=5)
+    plan = OrderPlan("o", SELLER, "CNY", 1_000, EPOCH, completed=True, completed_at=EPOCH)
+    plan.refunded_totals = [100, 1_000]
+    plan.refunded_at = [EPOCH + window - timedelta(microseconds=1), EPOCH + window]
+    kept = within_window(plan, window)
+    assert (kept.refunded_totals, kept.refunded_at) == ([100], plan.refunded_at[:1])
+    assert expected_net(kept, fixed(7), "CNY") == 7  # the full refund came too late
+    assert expected_net(plan, fixed(7), "CNY") == 0
+    assert within_window(plan, None) is plan  # no window known: every refund counts
+    assert within_window(plan, timedelta(seconds=6)).refunded_totals == [100, 1_000]
