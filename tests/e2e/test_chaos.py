@@ -97,13 +97,16 @@ async def server_identity(settings: CommonSettings) -> tuple[int, int, str]:
 
 
 async def audit_private(
-    settings: CommonSettings, dbs: dict[str, str], donations_url: str
+    settings: CommonSettings, dbs: dict[str, str], urls: dict[str, str]
 ) -> tuple[int, str]:
-    """``make audit`` (``tools.audit.main``) against ``dbs`` on the private servers, with
-    the signature checked against the key the service publishes: (exit status, output)."""
+    """``make audit`` (``tools.audit.main``) of both logs against ``dbs`` on the private
+    servers, each signature checked against the key its service publishes: (exit status,
+    output)."""
     async with httpx.AsyncClient() as client:
-        key = (await client.get(f"{donations_url}/v1/log/key")).text
-    argv = ["--donations-db", dbs["donations"], "--charities-db", dbs["charities"], "--key", key]
+        key = (await client.get(f"{urls['donations']}/v1/log/key")).text
+        charities_key = (await client.get(f"{urls['charities']}/v1/log/key")).text
+    argv = ["--donations-db", dbs["donations"], "--charities-db", dbs["charities"]]
+    argv += ["--key", key, "--charities-key", charities_key]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = await audit.main(audit.parse_args(argv), settings)
@@ -207,7 +210,7 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
                     break
                 await asyncio.sleep(1)
             audit_rc, audit_out = await eventually(
-                lambda: audit_private(servers.settings, dbs, urls["donations"]),
+                lambda: audit_private(servers.settings, dbs, urls),
                 lambda result: result[0] == 0,
                 within=30,
                 interval=1,
