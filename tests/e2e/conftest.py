@@ -73,16 +73,15 @@ def stack_processes(
     ports = {name: free_port() for name in ("orders", "donations", "charities")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     traces = tmp_path_factory.mktemp("traces")
-    env = dict(
-        SHORT_WINDOW,
-        **os.environ,
-        GFG_CHARITIES_URL=urls["charities"],
-        GFG_LOG_JSON="true",
+    env = SHORT_WINDOW | dict(os.environ)
+    env |= {
+        "GFG_CHARITIES_URL": urls["charities"],
+        "GFG_LOG_JSON": "true",
         # Every trace sampled, spans in JSON-lines files, exported within 0.2 s.
-        GFG_TRACES_DIR=str(traces),
-        OTEL_TRACES_SAMPLER="parentbased_always_on",
-        OTEL_BSP_SCHEDULE_DELAY="200",
-    )
+        "GFG_TRACES_DIR": str(traces),
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
     for name in (
         "OTEL_SDK_DISABLED",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
