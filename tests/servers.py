@@ -21,7 +21,7 @@ from shared.settings import CommonSettings
 from tests.support import free_port
 
 ROOT = Path(__file__).parents[1]
-SCRIPT_SECONDS = 120  # each kafka.sh / pg.sh call; they give up after 60 s themselves
+SCRIPT_SECONDS = 120  # each kafka.sh / pg.sh call (per node); they give up after 60 s themselves
 KAFKA_SH = "deploy/kafka/kafka.sh"
 PG_SH = "deploy/postgres/pg.sh"
 
@@ -46,8 +46,9 @@ async def run_script(folder: Path, env: dict[str, str], *args: str) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), SCRIPT_SECONDS)
+    nodes = int(env["GFG_KAFKA_NODES"]) if args[0] == KAFKA_SH else 1
+    try:  # a cluster's nodes are formatted and started one after the other
+        output, _ = await asyncio.wait_for(process.communicate(), SCRIPT_SECONDS * nodes)
     except TimeoutError:
         process.kill()
         await process.wait()

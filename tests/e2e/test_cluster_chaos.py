@@ -152,12 +152,13 @@ def kill_broker(servers: PrivateServers, node: int) -> int:
     return pid
 
 
-async def gone(pid: int) -> bool:
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie not yet reaped by init has)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def audit_findings(servers: PrivateServers, dbs: dict[str, str]) -> list[str]:
@@ -211,7 +212,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
         node, led = counts.most_common(1)[0]
         pid = kill_broker(servers, node)
         fault(f"kill -9 broker {node} (leader of {led}/{sum(counts.values())} partitions)")
-        await eventually(lambda: gone(pid), bool, within=10)
+        await eventually(lambda: asyncio.to_thread(gone, pid), bool, within=10)
         # Out of every in-sync set once the controller has fenced it; two remain in sync.
         isr = await eventually(
             lambda: isr_sizes(bootstrap, orders_topic),
@@ -251,6 +252,10 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
             await eventually(lambda: under_replicated(bootstrap), lambda n: n == 0, within=90)
             fault(f"rolling restart: broker {node} restarted, no partition under-replicated")
 
+    async def streaming(sim: simulate.Simulation) -> None:
+        await sim.stream()
+        stream_ended.append(time.monotonic() - started)
+
     async def inject() -> None:
         for group in groups.values():  # both members hold partitions at first
             await eventually(
@@ -281,14 +286,9 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
             try:
                 await sim.setup()
                 started = time.monotonic()
-                injector = asyncio.create_task(inject())
-                try:
-                    await sim.stream()
-                    stream_ended.append(time.monotonic() - started)
-                finally:
-                    if not injector.done():
-                        await injector
-                    injector.result()
+                async with asyncio.TaskGroup() as faults_under_load:  # either fails: both stop
+                    faults_under_load.create_task(streaming(sim))
+                    faults_under_load.create_task(inject())
                 totals_ok = await sim.verify()
             finally:
                 await sim.client.aclose()
