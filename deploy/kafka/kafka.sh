@@ -161,6 +161,10 @@ start() {
   fetch
   local i todo=() rc=0
   mkdir -p "$var"
+  # Every node's storage is formatted (a JVM run each) before the first node starts: a
+  # started node waits only so long for a quorum of the others (60 s), and on a loaded
+  # machine formatting them one after the other after it can take longer.
+  for i in "$@"; do running "$i" || prepare "$i"; done
   for i in "$@"; do
     if running "$i"; then
       echo "kafka: already running (pid $(cat "${dirs[i]}/kafka.pid" 2>/dev/null || broker_pid "$i")) on 127.0.0.1:${ports[i]}"
