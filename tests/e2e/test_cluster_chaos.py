@@ -27,10 +27,10 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,6 +61,23 @@ PROCESSES = (
 )
 KILLED = ("donations-2", "charities-2")
 CLIENT_ERRORS = (KafkaError, OSError, TimeoutError)
+T = TypeVar("T")
+
+
+async def unless_unreachable(probe: Awaitable[T]) -> T | None:
+    """``probe``'s result, or None when the cluster cannot answer it (a broker down or
+    restarting, a leader election under way). aiokafka may then also let out a
+    CancelledError of its own, which must not end the caller: only a cancellation of the
+    caller's task is passed on."""
+    try:
+        return await probe
+    except CLIENT_ERRORS:
+        return None
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return None
 
 
 @pytest.fixture
@@ -71,17 +88,18 @@ async def cluster_servers() -> AsyncIterator[PrivateServers]:
 
 
 async def describe(bootstrap: str, topics: list[str] | None = None) -> list[Any] | None:
-    """The topics' metadata (partitions with leader, replicas, isr); None while the
-    cluster cannot answer (a broker restarting, a leader election under way)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
-    try:
-        await admin.start()
-        described: list[Any] = await admin.describe_topics(topics)
-        return described
-    except CLIENT_ERRORS:
-        return None
-    finally:
-        await admin.close()
+    """The topics' metadata (partitions with leader, replicas, isr)."""
+
+    async def probe() -> list[Any]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        try:
+            await admin.start()
+            described: list[Any] = await admin.describe_topics(topics)
+            return described
+        finally:
+            await admin.close()
+
+    return await unless_unreachable(probe())
 
 
 async def under_replicated(bootstrap: str) -> int | None:
@@ -115,33 +133,37 @@ async def isr_sizes(bootstrap: str, topic: str) -> list[tuple[int, list[int]]] |
 
 async def records_on(bootstrap: str, topic: str) -> int | None:
     """The sum of the end offsets of ``topic``'s partitions: it grows with every write."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
-    try:
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return None
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        return int(sum(ends.values()))
-    except CLIENT_ERRORS:
-        return None
-    finally:
-        await consumer.stop()
+
+    async def probe() -> int | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        try:
+            await consumer.start()
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                return None
+            ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+            return int(sum(ends.values()))
+        finally:
+            await consumer.stop()
+
+    return await unless_unreachable(probe())
 
 
 async def group_members(bootstrap: str, group: str) -> tuple[str, int] | None:
     """(state, number of members) of a consumer group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
-    try:
-        await admin.start()
-        [response] = await admin.describe_consumer_groups([group])
-        # each group: (error, group_id, state, protocol type, protocol, members)
-        described = response.groups[0]
-        return str(described[2]), len(described[5])
-    except CLIENT_ERRORS:
-        return None
-    finally:
-        await admin.close()
+
+    async def probe() -> tuple[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        try:
+            await admin.start()
+            [response] = await admin.describe_consumer_groups([group])
+            # each group: (error, group_id, state, protocol type, protocol, members)
+            described = response.groups[0]
+            return str(described[2]), len(described[5])
+        finally:
+            await admin.close()
+
+    return await unless_unreachable(probe())
 
 
 def kill_broker(servers: PrivateServers, node: int) -> int:
@@ -200,6 +222,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
     faults: list[tuple[float, str]] = []
     started = time.monotonic()
     stream_ended: list[float] = []
+    injected: list[bool] = []  # set once every fault has been injected
 
     sim: simulate.Simulation | None = None
 
@@ -267,6 +290,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
         takeover = asyncio.create_task(survivors_take_over())
         await rolling_restart()
         await takeover
+        injected.append(True)
 
     try:
         async with asyncio.timeout(TEST_SECONDS):
@@ -292,6 +316,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
                 async with asyncio.TaskGroup() as faults_under_load:  # either fails: both stop
                     faults_under_load.create_task(streaming(sim))
                     faults_under_load.create_task(inject())
+                assert injected, "the fault injection ended early (cancelled)"
                 totals_ok = await sim.verify()
             finally:
                 await sim.client.aclose()
