@@ -131,17 +131,16 @@ async def isr_sizes(bootstrap: str, topic: str) -> list[tuple[int, list[int]]] |
     return [(p["leader"], sorted(p["isr"])) for p in described[0]["partitions"]]
 
 
-async def records_on(bootstrap: str, topic: str) -> int | None:
+async def records_on(bootstrap: str, topic: str, partitions: int) -> int | None:
     """The sum of the end offsets of ``topic``'s partitions: it grows with every write."""
 
-    async def probe() -> int | None:
+    async def probe() -> int:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
         try:
             await consumer.start()
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                return None
-            ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+            assigned = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(assigned)  # which also fetches the topic's metadata
+            ends = await consumer.end_offsets(assigned)
             return int(sum(ends.values()))
         finally:
             await consumer.stop()
@@ -205,6 +204,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
     assert len(bootstrap.split(",")) == NODES  # every service is given every broker
     prefix = os.environ["GFG_TOPIC_PREFIX"]
     orders_topic = prefix + TOPIC_ORDERS
+    partitions = servers.settings.topic_partitions
     groups = {"donations": prefix + "donations", "charities": prefix + "charities"}
     dbs = {s: os.environ[f"GFG_{s.upper()}_DB"] for s in SERVICES}
 
@@ -244,7 +244,9 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
             within=60,
         )
         assert all(leader != node for leader, _ in isr or [])
-        written = await eventually(lambda: records_on(bootstrap, orders_topic), bool, within=30)
+        written = await eventually(
+            lambda: records_on(bootstrap, orders_topic, partitions), bool, within=30
+        )
         await asyncio.sleep(DOWN_SECONDS / 3)
         for name in KILLED:  # mid-stream, with a broker down
             processes[name].send_signal(signal.SIGKILL)
@@ -253,7 +255,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
         await asyncio.sleep(2 * DOWN_SECONDS / 3)
         # acks=all writes went on with two replicas in sync
         later = await eventually(
-            lambda: records_on(bootstrap, orders_topic),
+            lambda: records_on(bootstrap, orders_topic, partitions),
             lambda n: n is not None and n > (written or 0),
             within=30,
         )
