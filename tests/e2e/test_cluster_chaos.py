@@ -45,7 +45,7 @@ from tests.support import eventually, free_port, report
 from tools import audit, reconcile, simulate
 
 RATE = 20.0  # orders per second
-ORDERS = 1600  # at RATE: about 80 s of traffic; the faults start within its first seconds
+ORDERS = 2400  # at RATE: about 120 s of traffic, about as long as the faults take
 DOWN_SECONDS = 15  # how long the killed leader stays down once it is out of every ISR
 START_SECONDS = 180  # each service process, on a machine loaded by the brokers and more
 TEST_SECONDS = 900  # the whole run, drain included (a loaded machine is far slower)
@@ -223,6 +223,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
     started = time.monotonic()
     stream_ended: list[float] = []
     injected: list[bool] = []  # set once every fault has been injected
+    takeover: list[asyncio.Task[None]] = []
 
     sim: simulate.Simulation | None = None
 
@@ -252,6 +253,7 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
             processes[name].send_signal(signal.SIGKILL)
             await asyncio.to_thread(processes[name].wait)
             fault(f"kill -9 {name}")
+        takeover.append(asyncio.create_task(survivors_take_over()))
         await asyncio.sleep(2 * DOWN_SECONDS / 3)
         # acks=all writes went on with two replicas in sync
         later = await eventually(
@@ -289,9 +291,8 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
             )
         await asyncio.sleep(3)
         await one_broker_down()
-        takeover = asyncio.create_task(survivors_take_over())
         await rolling_restart()
-        await takeover
+        await takeover[0]
         injected.append(True)
 
     try:
