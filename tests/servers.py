@@ -21,7 +21,7 @@ from shared.settings import CommonSettings
 from tests.support import free_port
 
 ROOT = Path(__file__).parents[1]
-SCRIPT_SECONDS = 120  # each kafka.sh / pg.sh call; they give up after 60 s themselves
+SCRIPT_SECONDS = 120  # each kafka.sh / pg.sh call (per node); they give up after 60 s themselves
 KAFKA_SH = "deploy/kafka/kafka.sh"
 PG_SH = "deploy/postgres/pg.sh"
 
@@ -46,8 +46,9 @@ async def run_script(folder: Path, env: dict[str, str], *args: str) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), SCRIPT_SECONDS)
+    nodes = int(env["GFG_KAFKA_NODES"]) if args[0] == KAFKA_SH else 1
+    try:  # a cluster's nodes are formatted and started one after the other
+        output, _ = await asyncio.wait_for(process.communicate(), SCRIPT_SECONDS * nodes)
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -126,31 +127,46 @@ async def start_private_kafka(nodes: int = 1) -> AsyncIterator[PrivateKafka]:
 
 @dataclass(frozen=True)
 class PrivateServers:
-    """A Kafka broker and a PostgreSQL cluster that only one test uses."""
+    """A Kafka broker (or cluster) and a PostgreSQL cluster that only one test uses."""
 
     folder: Path
     env: dict[str, str]  # for the scripts and the service processes
     settings: CommonSettings
 
-    async def kafka(self, action: str) -> None:
-        await run_script(self.folder, self.env, KAFKA_SH, action)
+    async def kafka(self, action: str, node: int | None = None) -> None:
+        """``kafka.sh start|stop|status`` on every node, or on ``node`` (1..nodes) only."""
+        await run_script(self.folder, self.env, KAFKA_SH, action, *([str(node)] if node else []))
+
+    def broker_pid(self, node: int = 1) -> int:
+        """The JVM of node ``node``, as kafka.sh recorded it when it started it."""
+        cluster = self.env["GFG_KAFKA_NODES"] != "1"
+        folder = self.folder / "kafka" / (f"node{node}" if cluster else "")
+        return int((folder / "kafka.pid").read_text())
 
     async def postgres(self, action: str) -> None:
         await run_script(self.folder, self.env, PG_SH, action)
 
 
 @asynccontextmanager
-async def start_private_servers(databases: Sequence[str]) -> AsyncIterator[PrivateServers]:
-    """A started private broker and PostgreSQL cluster (with ``databases``); removed at exit."""
+async def start_private_servers(
+    databases: Sequence[str], kafka_nodes: int = 1
+) -> AsyncIterator[PrivateServers]:
+    """A started private broker (or cluster of ``kafka_nodes``) and PostgreSQL cluster (with
+    ``databases``); removed at exit."""
     folder = make_folder("servers")
     (pg_port,) = free_ports(1)
     env = dict(
-        kafka_env(folder, 1),
+        kafka_env(folder, kafka_nodes),
         GFG_PG_VAR=str(folder / "pg"),
         GFG_PG_PORT=str(pg_port),
         GFG_PG_DATABASES=" ".join(databases),
     )
-    settings = CommonSettings(pg_port=pg_port, kafka_bootstrap=env["GFG_KAFKA_BOOTSTRAP"])
+    settings = CommonSettings(
+        pg_port=pg_port,
+        kafka_bootstrap=env["GFG_KAFKA_BOOTSTRAP"],
+        kafka_replication_factor=int(env["GFG_KAFKA_REPLICATION_FACTOR"]),
+        kafka_min_insync=int(env["GFG_KAFKA_MIN_INSYNC"]),
+    )
     servers = PrivateServers(folder, env, settings)
     try:
         await servers.postgres("start")

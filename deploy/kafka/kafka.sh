@@ -60,9 +60,15 @@ java_cmd() { java "${java_opts[@]}" "$@"; }
 # The broker JVM of node $1 of this checkout, whatever its pidfile says.
 broker_pid() { pgrep -f "kafka.Kafka ${dirs[$1]}/server.properties" | head -n 1; }
 
+# Whether process $1 runs: one that has exited but is not yet reaped (a zombie, as a
+# broker killed with SIGKILL is until init collects it) does not.
+alive() {
+  kill -0 "$1" 2>/dev/null && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat" 2>/dev/null
+}
+
 running() {
   local pidfile="${dirs[$1]}/kafka.pid"
-  { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; } || [ -n "$(broker_pid "$1")" ]
+  { [ -f "$pidfile" ] && alive "$(cat "$pidfile")"; } || [ -n "$(broker_pid "$1")" ]
 }
 
 ready() { (exec 3<>"/dev/tcp/127.0.0.1/${ports[$1]}") 2>/dev/null; }
@@ -155,6 +161,10 @@ start() {
   fetch
   local i todo=() rc=0
   mkdir -p "$var"
+  # Every node's storage is formatted (a JVM run each) before the first node starts: a
+  # started node waits only so long for a quorum of the others (60 s), and on a loaded
+  # machine formatting them one after the other after it can take longer.
+  for i in "$@"; do running "$i" || prepare "$i"; done
   for i in "$@"; do
     if running "$i"; then
       echo "kafka: already running (pid $(cat "${dirs[i]}/kafka.pid" 2>/dev/null || broker_pid "$i")) on 127.0.0.1:${ports[i]}"
@@ -179,7 +189,7 @@ await_exit() {
   local i=$1 pid=$2 label=${cluster:+ (node $1)}
   if [ -z "$pid" ]; then rm -f "${dirs[i]}/kafka.pid"; echo "kafka: not running$label"; return 0; fi
   for _ in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "${dirs[i]}/kafka.pid"; echo "kafka: stopped$label"; return 0; }
+    alive "$pid" || { rm -f "${dirs[i]}/kafka.pid"; echo "kafka: stopped$label"; return 0; }
     sleep 0.1
   done
   echo "kafka: still running after 30 s, killing$label" >&2

@@ -51,8 +51,10 @@ def start_service(
         )  # fmt: skip
 
 
-async def wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> None:
-    deadline = time.monotonic() + 60
+async def wait_ready(
+    url: str, process: subprocess.Popen[bytes], name: str, within: float = 60
+) -> None:
+    deadline = time.monotonic() + within
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -63,7 +65,7 @@ async def wait_ready(url: str, process: subprocess.Popen[bytes], name: str) -> N
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"{name} not ready within 60 s")
+    raise TimeoutError(f"{name} not ready within {within:.0f} s")
 
 
 @pytest.fixture(scope="package")

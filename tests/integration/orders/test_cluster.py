@@ -3,7 +3,9 @@
 One broker down: writes go on. Two down: the brokers refuse acks=all writes
 (NotEnoughReplicas, or a timeout while no controller quorum is left), the API still
 answers 201 because the order is durable in PostgreSQL, and the outbox keeps the events
-until the brokers return; then every one of them is on the topic.
+until the brokers return; then every one of them is on the topic. Nothing acknowledged
+is lost: the events the brokers acknowledged before the outage, when the in-sync set
+shrank to one broker, are all still on the topic after it, read back from the start.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     KafkaTimeoutError,
@@ -60,6 +64,34 @@ async def place(private: PrivateOrders, count: int) -> list[str]:
     return order_ids
 
 
+async def events_from_start(private: PrivateOrders, keys: set[str]) -> set[str]:
+    """The event ids keyed by ``keys`` on the orders topic, read from each partition's
+    first offset to its end (a fresh consumer, no group: nothing is skipped)."""
+    settings = private.settings
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(private.topic, p) for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: set[str] = set()
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        while await behind():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found |= {
+                    orjson.loads(r.value)["event_id"]
+                    for r in records
+                    if r.key is not None and r.key.decode() in keys and r.value is not None
+                }
+        return found
+    finally:
+        await consumer.stop()
+
+
 async def test_topics_are_replicated_three_times(
     cluster: PrivateKafka, private: PrivateOrders
 ) -> None:
@@ -98,6 +130,10 @@ async def test_two_brokers_down_the_outbox_keeps_the_events(
 ) -> None:
     watch = private.watch
     async with asyncio.timeout(TEST_SECONDS):
+        before_ids = await place(private, ORDERS)  # acknowledged by all three brokers
+        before = await watch.wait_for(set(before_ids), ORDERS, within=90)
+        assert await eventually(lambda: private.pending(before_ids), lambda n: n == 0) == 0
+        acknowledged = {e.value["event_id"] for e in before}
         await cluster.stop(3)
         await cluster.stop(2)
         try:
@@ -126,3 +162,6 @@ async def test_two_brokers_down_the_outbox_keeps_the_events(
     assert {e.key for e in events} == set(order_ids)
     assert len({e.value["event_id"] for e in events}) == ORDERS
     assert await eventually(lambda: private.pending(order_ids), lambda n: n == 0) == 0
+    # Every event acknowledged before the outage survived it and the restart of two brokers.
+    on_topic = await events_from_start(private, set(before_ids))
+    assert acknowledged <= on_topic, acknowledged - on_topic
