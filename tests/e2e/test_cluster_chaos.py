@@ -229,9 +229,8 @@ async def test_the_pipeline_stays_exact_through_broker_and_consumer_faults(
 
     def fault(what: str) -> None:
         streamed = 0
-        if sim is not None:  # a simulator with ``progress()`` counts only at the end
-            progress = getattr(sim, "progress", None)
-            streamed = progress()[0] if progress is not None else sim.counts["orders"]
+        if sim is not None:
+            streamed = sim.progress()[0]
         faults.append((time.monotonic() - started, f"{what} [{streamed} orders streamed]"))
 
     async def one_broker_down() -> None:
