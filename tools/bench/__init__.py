@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import httpx
 
 from shared import db
 from shared.kafka import BatchConsumer, Producer
@@ -37,6 +39,41 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def start_app(app: str, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    """One uvicorn process of ``app`` (``services.<name>.app:create_app``) on a free port
+    with ``env``; returns it and its base URL once its /readyz answers 200."""
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1"],
+        *["--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if (await client.get(base + "/readyz")).status_code == 200:
+                    return server, base
+            except httpx.TransportError:
+                pass
+            if server.returncode is not None or time.monotonic() > deadline:
+                await stop_app(server)
+                raise RuntimeError(f"{app} did not become ready")
+            await asyncio.sleep(0.2)
+
+
+async def stop_app(server: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    if server.returncode is None:
+        server.terminate()
+    try:
+        await asyncio.wait_for(server.wait(), timeout=15)
+    except TimeoutError:
+        server.kill()
+        await server.wait()
 
 
 @dataclass(frozen=True)

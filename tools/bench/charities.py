@@ -52,7 +52,7 @@ from shared.db import create_pool
 from shared.events import DONATION_RECORDED, TOPIC_LEDGER
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure, consume_timed, ensure_database, free_port
+from tools.bench import Figure, consume_timed, cpu, ensure_database, start_app, stop_app
 
 DATABASE = os.environ.get("GFG_BENCH_CHARITIES_DB", "charities_bench")
 TOPIC_PREFIX = os.environ.get("GFG_BENCH_TOPIC_PREFIX", "bench.")
@@ -257,8 +257,10 @@ async def _httpx_load(url: str, headers: dict[str, str], status: int) -> tuple[f
     )
 
 
+CHARITIES_APP = "services.charities.app:create_app"
+
+
 async def bench_http(settings: Settings) -> list[Figure]:
-    port = free_port()
     env = {
         **os.environ,
         "GFG_CHARITIES_DB": DATABASE,
@@ -267,36 +269,9 @@ async def bench_http(settings: Settings) -> list[Figure]:
         "GFG_CHARITIES_CONSUME_LEDGER": "false",
         "GFG_LOG_LEVEL": "WARNING",
     }
-    server = await asyncio.create_subprocess_exec(
-        *[
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "services.charities.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = await start_app(CHARITIES_APP, env)
     try:
         async with httpx.AsyncClient() as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await client.get(base + "/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError("charities service did not become ready")
-                await asyncio.sleep(0.2)
             first = await client.get(base + "/v1/totals")
             etag = first.headers["etag"]
             items = len(first.json()["items"])
@@ -315,12 +290,7 @@ async def bench_http(settings: Settings) -> list[Figure]:
             file=sys.stderr,
         )
     finally:
-        server.terminate()
-        try:
-            await asyncio.wait_for(server.wait(), timeout=15)
-        except TimeoutError:
-            server.kill()
-            await server.wait()
+        await stop_app(server)
     return [
         Figure("charities.totals_200_per_s", ok_rate, "req/s"),
         Figure("charities.totals_304_per_s", rate, "req/s"),
@@ -359,56 +329,6 @@ async def standby_problem(settings: Settings) -> str | None:
         await standby.close()
 
 
-async def _start_server(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    """An API-only charities process on a free port, once its /readyz answers 200."""
-    port = free_port()
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "services.charities.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if (await client.get(base + "/readyz")).status_code == 200:
-                    return server, base
-            except httpx.TransportError:
-                pass
-            if server.returncode is not None or time.monotonic() > deadline:
-                await _stop_server(server)
-                raise RuntimeError("charities service did not become ready")
-            await asyncio.sleep(0.2)
-
-
-async def _stop_server(server: asyncio.subprocess.Process) -> None:
-    if server.returncode is None:
-        server.terminate()
-    try:
-        await asyncio.wait_for(server.wait(), timeout=15)
-    except TimeoutError:
-        server.kill()
-        await server.wait()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def bench_two_nodes(settings: Settings) -> list[Figure]:
     """``GET /v1/totals`` with a current ETag on two processes at once: one reading the
     primary, one the standby; a wrk each, rates summed."""
@@ -423,8 +343,10 @@ async def bench_two_nodes(settings: Settings) -> list[Figure]:
     env.pop("GFG_CHARITIES_READ_DSN", None)
     nodes: list[tuple[asyncio.subprocess.Process, str]] = []
     try:
-        nodes.append(await _start_server(env))
-        nodes.append(await _start_server({**env, "GFG_CHARITIES_READ_DSN": standby_dsn(settings)}))
+        nodes.append(await start_app(CHARITIES_APP, env))
+        nodes.append(
+            await start_app(CHARITIES_APP, {**env, "GFG_CHARITIES_READ_DSN": standby_dsn(settings)})
+        )
         urls = [base + "/v1/totals" for _, base in nodes]
         async with httpx.AsyncClient() as client:
             answers = [await client.get(url) for url in urls]
@@ -432,15 +354,15 @@ async def bench_two_nodes(settings: Settings) -> list[Figure]:
         if len(etags) != 1 or answers[0].content != answers[1].content:
             raise AssertionError(f"primary and standby nodes disagree: ETags {sorted(etags)}")
         headers = {"If-None-Match": etags.pop()}
-        cpu_before = sum(_cpu_seconds(server.pid) for server, _ in nodes)
+        cpu_before = sum(cpu.process_seconds(server.pid) for server, _ in nodes)
         if shutil.which("wrk") is not None:
             results = await asyncio.gather(*(asyncio.to_thread(_wrk, url, headers) for url in urls))
         else:
             results = await asyncio.gather(*(_httpx_load(url, headers, 304) for url in urls))
-        cpu = sum(_cpu_seconds(server.pid) for server, _ in nodes) - cpu_before
+        cpu = sum(cpu.process_seconds(server.pid) for server, _ in nodes) - cpu_before
     finally:
         for server, _ in nodes:
-            await _stop_server(server)
+            await stop_app(server)
     rate = sum(r[0] for r in results)
     answered = rate * HTTP_SECONDS
     print(

@@ -27,7 +27,8 @@ SERVICES = ("orders", "donations", "charities")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
+def process_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far, from ``/proc/<pid>/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
@@ -82,7 +83,7 @@ def sample(stages: dict[str, list[int]]) -> dict[str, float]:
         total = 0.0
         for pid in pids:
             try:
-                total += _cpu_seconds(pid)
+                total += process_seconds(pid)
             except (FileNotFoundError, ProcessLookupError):
                 pass
         used[stage] = total

@@ -44,7 +44,8 @@ from shared.migrations import migrate
 from shared.tlog.hashing import stored_hash_count
 from shared.tlog.note import Signer, generate_key
 from shared.tlog.sequencer import Sequencer
-from tools.bench import Figure, free_port
+from tools.bench import Figure, start_app, stop_app
+from tools.bench.cpu import process_seconds
 
 ENTRIES = 100_000
 INSERT_CHUNK = 10_000
@@ -170,12 +171,6 @@ async def run() -> list[Figure]:
         await _recreate(settings, database, create=False)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wrk(url: str, script: str) -> tuple[float, int, float, str]:
     """(requests/s, requests, p99 ms, output) of one wrk run with ``script``."""
     args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{PROOF_SECONDS}s", "--latency", "-s", script]
@@ -200,7 +195,6 @@ async def _bench_proofs(
 ) -> list[Figure]:
     if shutil.which("wrk") is None:
         raise RuntimeError("log.proof_per_s needs wrk (apt-get install wrk)")
-    port = free_port()
     env = {
         **os.environ,
         "GFG_DONATIONS_DB": database,
@@ -210,24 +204,9 @@ async def _bench_proofs(
         "GFG_POSTING_ENABLED": "false",
         "GFG_LOG_LEVEL": "WARNING",
     }
-    server = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "uvicorn", "services.donations.app:create_app", "--factory"],
-        *["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = await start_app("services.donations.app:create_app", env)
     try:
         async with httpx.AsyncClient() as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await client.get(base + "/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError("donations service did not become ready")
-                await asyncio.sleep(0.2)
             for n, records in ((0, 3), (1, 2)):  # a posted order and one not posted
                 proof = await client.get(f"{base}/v1/orders/bench-order-{n}/donation/proof")
                 if proof.status_code != 200 or len(proof.json()["entries"]) != records:
@@ -235,23 +214,18 @@ async def _bench_proofs(
         with tempfile.TemporaryDirectory(prefix="gfg-bench-") as tmp:
             script = Path(tmp) / "proofs.lua"
             script.write_text(_WRK_SCRIPT % {"orders": ORDERS})
-            cpu = _cpu_seconds(server.pid)
+            cpu_before = process_seconds(server.pid)
             rate, count, p99, _ = await asyncio.to_thread(_wrk, base, str(script))
-            cpu = _cpu_seconds(server.pid) - cpu
+            used = process_seconds(server.pid) - cpu_before
         print(
             f"# proofs: {count} in {PROOF_SECONDS} s over {ORDERS} orders ({posted} posted),"
             f" tree size {ENTRIES + posted}, {CONNECTIONS} connections, p99 {p99:.1f} ms,"
-            f" server CPU {cpu:.2f} s = {cpu / count * 1000 * 1000:.0f} ms per 1k proofs",
+            f" server CPU {used:.2f} s = {used / count * 1000 * 1000:.0f} ms per 1k proofs",
             file=sys.stderr,
         )
     finally:
-        server.terminate()
-        try:
-            await asyncio.wait_for(server.wait(), timeout=15)
-        except TimeoutError:
-            server.kill()
-            await server.wait()
+        await stop_app(server)
     return [
         Figure("log.proof_per_s", rate, "req/s"),
-        Figure("log.proof_cpu_ms_per_1k", cpu / count * 1_000_000, "ms"),
+        Figure("log.proof_cpu_ms_per_1k", used / count * 1_000_000, "ms"),
     ]
