@@ -78,6 +78,7 @@ def stack_processes(
     env = SHORT_WINDOW | dict(os.environ)
     env |= {
         "GFG_CHARITIES_URL": urls["charities"],
+        "GFG_DONATIONS_URL": urls["donations"],
         "GFG_LOG_JSON": "true",
         # Every trace sampled, spans in JSON-lines files, exported within 0.2 s.
         "GFG_TRACES_DIR": str(traces),

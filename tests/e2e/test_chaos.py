@@ -127,7 +127,11 @@ async def test_the_pipeline_stays_exact_through_crashes_and_restarts(
     # JSON logs, as in the other e2e tests: under load, a burst of errors rendered as the
     # console's tracebacks with locals takes a service's whole CPU.
     env = dict(
-        servers.env, GFG_CHARITIES_URL=urls["charities"], GFG_LOG_JSON="true", **CHAOS_WINDOW
+        servers.env,
+        GFG_CHARITIES_URL=urls["charities"],
+        GFG_DONATIONS_URL=urls["donations"],
+        GFG_LOG_JSON="true",
+        **CHAOS_WINDOW,
     )
     log_dir = ROOT / "test-artifacts" / "chaos-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
