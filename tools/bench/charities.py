@@ -52,7 +52,8 @@ from shared.db import create_pool
 from shared.events import DONATION_RECORDED, TOPIC_LEDGER
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import migrate
-from tools.bench import Figure, consume_timed, cpu, ensure_database, start_app, stop_app
+from tools.bench import Figure, consume_timed, ensure_database, start_app, stop_app
+from tools.bench.cpu import process_seconds
 
 DATABASE = os.environ.get("GFG_BENCH_CHARITIES_DB", "charities_bench")
 TOPIC_PREFIX = os.environ.get("GFG_BENCH_TOPIC_PREFIX", "bench.")
@@ -354,12 +355,12 @@ async def bench_two_nodes(settings: Settings) -> list[Figure]:
         if len(etags) != 1 or answers[0].content != answers[1].content:
             raise AssertionError(f"primary and standby nodes disagree: ETags {sorted(etags)}")
         headers = {"If-None-Match": etags.pop()}
-        cpu_before = sum(cpu.process_seconds(server.pid) for server, _ in nodes)
+        cpu_before = sum(process_seconds(server.pid) for server, _ in nodes)
         if shutil.which("wrk") is not None:
             results = await asyncio.gather(*(asyncio.to_thread(_wrk, url, headers) for url in urls))
         else:
             results = await asyncio.gather(*(_httpx_load(url, headers, 304) for url in urls))
-        cpu = sum(cpu.process_seconds(server.pid) for server, _ in nodes) - cpu_before
+        cpu = sum(process_seconds(server.pid) for server, _ in nodes) - cpu_before
     finally:
         for server, _ in nodes:
             await stop_app(server)
