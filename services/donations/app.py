@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from services.donations.charities import CharitiesClient
 from services.donations.config import Settings
 from services.donations.consumer import build_consumer
-from services.donations.endpoints import router
+from services.donations.endpoints import FAST_PATHS, router
 from services.donations.log import LEAF_SOURCES
 from services.donations.posting import PostingJob
 from services.donations.service import DonationService
 from shared.events import TOPIC_LEDGER, TOPIC_ORDERS, TOPICS
+from shared.fastpath import install_fast_paths
 from shared.observability import get_logger
 from shared.outbox import OutboxRelay
 from shared.tlog.api import LogReader, log_router
@@ -90,9 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await charities.aclose()
         log.info("donations service stopped")
 
-    return build_app(
+    app = build_app(
         title="Goods for Good — donations",
         settings=settings,
         lifespan=lifespan,
         routers=[router, log_router()],
     )
+    install_fast_paths(app, *FAST_PATHS)
+    return app

@@ -13,13 +13,21 @@ The lifespan stores the reader as ``app.state.log``. What is served:
   size M, ``{first, second, proof: [b64...]}``; 422 unless 0 <= N <= M <= size (the proof
   is empty when N is 0 or N == M).
 
-Every proof is assembled from stored hashes read in one query, never by rehashing leaves.
+Every proof is assembled from stored hashes, never by rehashing leaves. Inclusion proofs
+(the per-record proof endpoints of the services, the hot read) take them from an
+in-process cache of blocks: block ``b`` holds the stored hashes that appending leaves
+``256b`` to ``256b + 255`` wrote (``hashing``'s layout makes them one run of indexes,
+leaf hashes and every subtree completed inside), so a full block never changes. A proof's
+missing blocks are read in one query; the rightmost, partial block is cached with what
+the served checkpoint covers and read again when a larger checkpoint needs more of it.
+Consistency proofs read their hashes from the database each time.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -31,7 +39,7 @@ from shared.db import Conn, Pool
 from shared.problems import Invalid, Unavailable, problem_responses
 from shared.tlog import store
 from shared.tlog.checkpoint import MAX_TREE_SIZE
-from shared.tlog.hashing import Hash
+from shared.tlog.hashing import HASH_SIZE, Hash, stored_hash_count
 from shared.tlog.proofs import (
     record_proof_from_hashes,
     record_proof_indexes,
@@ -40,6 +48,23 @@ from shared.tlog.proofs import (
 )
 
 MAX_ENTRIES = 1000
+BLOCK_LEAVES = 256
+# 2,048 blocks of about 16 KiB: the hashes of the latest 524,288 leaves (32 MiB).
+CACHE_BLOCKS = 2048
+
+
+def block_start(block: int) -> int:
+    """The first stored-hash index of ``block`` (``stored_hash_index(0, 256 * block)``)."""
+    m = block * BLOCK_LEAVES
+    return 2 * m - m.bit_count()
+
+
+def block_of(index: int) -> int:
+    """The block whose run of stored hashes holds ``index``."""
+    block = index // (2 * BLOCK_LEAVES)  # block_start(b) <= 512 b, so never too far
+    while block_start(block + 1) <= index:
+        block += 1
+    return block
 
 
 def b64(data: bytes) -> str:
@@ -92,8 +117,17 @@ class ConsistencyOut(BaseModel):
 class LogReader:
     """Reads of one log over a service's pool: checkpoint, key, leaves, proofs."""
 
-    def __init__(self, pool: Pool, verifier_key: str, *, cache_seconds: float = 0.2) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        verifier_key: str,
+        *,
+        cache_seconds: float = 0.2,
+        cache_blocks: int = CACHE_BLOCKS,
+    ) -> None:
         self._pool = pool
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_blocks = cache_blocks
         self.verifier_key = verifier_key
         self._cache_seconds = cache_seconds
         self._latest: store.StoredCheckpoint | None = None
@@ -144,14 +178,50 @@ class LogReader:
     async def inclusion_proofs(
         self, conn: Conn, size: int, leaf_indexes: Sequence[int]
     ) -> list[list[Hash]]:
-        """The inclusion proof of each leaf in the tree of ``size``: one query for all."""
+        """The inclusion proof of each leaf in the tree of ``size``: from cached blocks,
+        reading those missing (or short) in one query."""
         needs = [record_proof_indexes(size, n) for n in leaf_indexes]
-        wanted = sorted({i for need in needs for i in need})
-        found = dict(zip(wanted, await store.hashes(conn, wanted), strict=True))
+        blocks = self._blocks
+        located: dict[int, tuple[int, int]] = {}  # stored index -> (block, byte offset)
+        got: dict[int, bytes] = {}  # the blocks this proof reads, held across the await
+        short: set[int] = set()
+        for need in needs:
+            for i in need:
+                if i in located:
+                    continue
+                block = block_of(i)
+                offset = (i - block_start(block)) * HASH_SIZE
+                located[i] = (block, offset)
+                cached = got.get(block) or blocks.get(block)
+                if cached is None or len(cached) <= offset:
+                    short.add(block)
+                else:
+                    got[block] = cached
+        if short:
+            got.update(await self._read_blocks(conn, size, short))
+        for block, data in got.items():
+            if len(data) >= len(blocks.get(block, b"")):  # never shorten a cached block
+                blocks[block] = data
+            blocks.move_to_end(block)
+        while len(blocks) > self._cache_blocks:
+            blocks.popitem(last=False)
         return [
-            record_proof_from_hashes(size, n, [found[i] for i in need])
+            record_proof_from_hashes(
+                size,
+                n,
+                [got[b][o : o + HASH_SIZE] for b, o in (located[i] for i in need)],
+            )
             for n, need in zip(leaf_indexes, needs, strict=True)
         ]
+
+    @staticmethod
+    async def _read_blocks(conn: Conn, size: int, wanted: set[int]) -> dict[int, bytes]:
+        """``wanted`` blocks as far as the tree of ``size`` has written them."""
+        limit = stored_hash_count(size)
+        order = sorted(wanted)
+        runs = [(block_start(b), min(block_start(b + 1), limit)) for b in order]
+        read = await store.hash_runs(conn, runs)
+        return {b: read[lo] for b, (lo, _) in zip(order, runs, strict=True)}
 
 
 async def app_log(request: Request) -> LogReader:

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from shared.db import Conn
-from shared.tlog.hashing import Hash
+from shared.tlog.hashing import HASH_SIZE, Hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log_pending (
@@ -92,6 +93,11 @@ class StoredCheckpoint:
     root_hash: Hash
     note: bytes
 
+    @cached_property
+    def text(self) -> str:
+        """The signed note as text (decoded once per checkpoint, not per proof)."""
+        return self.note.decode("utf-8")
+
 
 _PENDING = "SELECT id, record_table, record_key FROM log_pending ORDER BY id LIMIT $1"
 _DELETE_PENDING = "DELETE FROM log_pending WHERE id = ANY($1::bigint[])"
@@ -100,6 +106,13 @@ _SET_SIZE = "UPDATE log_tree SET size = $1 WHERE size = $2"
 _HASHES = """
 SELECT h.hash FROM unnest($1::bigint[]) WITH ORDINALITY AS w(hash_index, n)
 JOIN log_hash h USING (hash_index) ORDER BY w.n
+"""
+# Runs [lo, hi) of stored hashes, each concatenated in index order: one row per run.
+_HASH_RUNS = """
+SELECT r.lo, string_agg(h.hash, ''::bytea ORDER BY h.hash_index) AS hashes
+FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi)
+JOIN log_hash AS h ON h.hash_index >= r.lo AND h.hash_index < r.hi
+GROUP BY r.lo
 """
 _SAVE_CHECKPOINT = """
 INSERT INTO log_checkpoint (size, root_hash, note) VALUES ($1, $2, $3)
@@ -154,6 +167,19 @@ async def hashes(conn: Conn, indexes: Sequence[int]) -> list[Hash]:
     if len(rows) != len(indexes):
         raise StoreError(f"asked for {len(indexes)} stored hashes, found {len(rows)}")
     return [bytes(r["hash"]) for r in rows]
+
+
+async def hash_runs(conn: Conn, runs: Sequence[tuple[int, int]]) -> dict[int, bytes]:
+    """The stored hashes of each run ``[lo, hi)``, concatenated (32 bytes each, in index
+    order), by ``lo``: one query for all runs."""
+    if not runs:
+        return {}
+    rows = await conn.fetch(_HASH_RUNS, [lo for lo, _ in runs], [hi for _, hi in runs])
+    found = {int(r["lo"]): bytes(r["hashes"]) for r in rows}
+    for lo, hi in runs:
+        if len(found.get(lo, b"")) != (hi - lo) * HASH_SIZE:
+            raise StoreError(f"stored hashes {lo} to {hi} are not all there")
+    return found
 
 
 async def append(

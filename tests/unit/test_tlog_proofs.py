@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.tlog.hashing import EMPTY_ROOT, leaf_hash, leaf_hashes, merkle_root, stored_hashes
+from shared.tlog.api import BLOCK_LEAVES, block_of, block_start
+from shared.tlog.hashing import (
+    EMPTY_ROOT,
+    leaf_hash,
+    leaf_hashes,
+    merkle_root,
+    split_stored_hash_index,
+    stored_hash_index,
+    stored_hashes,
+)
 from shared.tlog.proofs import (
     ProofError,
     check_record,
@@ -346,3 +355,13 @@ def test_consistency_proofs_verify_and_every_corruption_fails(
     assert tree_ok(proof, other_t, root, n, old_root) == rfc9162_verify_consistency(
         n, other_t, old_root, root, proof
     )
+
+
+@given(st.integers(0, 1 << 40))
+def test_blocks_are_the_runs_of_stored_hashes_their_256_leaves_write(index: int) -> None:
+    block = block_of(index)
+    assert block_start(block) <= index < block_start(block + 1)
+    level, n = split_stored_hash_index(index)
+    # The leaf whose append wrote this hash (the last of its subtree) is in the block.
+    assert (((n + 1) << level) - 1) // BLOCK_LEAVES == block
+    assert block_start(block) == stored_hash_index(0, block * BLOCK_LEAVES)
