@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from services.donations.app import create_app
 from services.donations.config import Settings
 from services.donations.consumer import LedgerHandler
+from services.donations.schemas import OrderProofOut
 from shared.db import connect, create_pool
 from shared.events import TOPIC_LEDGER, TOPIC_ORDERS
 from shared.kafka import Producer, Record, make_producer
@@ -239,6 +240,23 @@ async def test_an_order_proof_verifies_against_the_signed_checkpoint(
         )
     missing = await http.get(f"{log_donations.url}/v1/orders/{unique('order')}/donation/proof")
     assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["x-content-type-options"] == "nosniff"
+    # The fast path answers valid ids; FastAPI's route still answers the rest as before.
+    fast = await probe()
+    assert fast.headers["content-type"] == "application/json"
+    assert fast.headers["x-content-type-options"] == "nosniff"
+    assert (
+        fast.content == OrderProofOut.model_validate_json(fast.content).model_dump_json().encode()
+    )
+    too_long = await http.get(f"{log_donations.url}/v1/orders/{'x' * 65}/donation/proof")
+    assert too_long.status_code == 422
+    assert too_long.headers["content-type"] == "application/problem+json"
+    assert too_long.json()["errors"][0]["field"] == "order_id"
+    nul = await http.get(f"{log_donations.url}/v1/orders/a%00b/donation/proof")
+    assert nul.status_code == 422
+    head = await http.head(f"{log_donations.url}/v1/orders/{order_id}/donation/proof")
+    assert head.status_code == 405
     assert await log_db.fetchval("SELECT count(*) FROM order_salt WHERE order_id = $1", order_id)
 
 
