@@ -39,10 +39,9 @@ from shared.db import Conn, Pool
 from shared.problems import Invalid, Unavailable, problem_responses
 from shared.tlog import store
 from shared.tlog.checkpoint import MAX_TREE_SIZE
-from shared.tlog.hashing import HASH_SIZE, Hash, stored_hash_count
+from shared.tlog.hashing import HASH_SIZE, Hash, root_from_peaks, stored_hash_count
 from shared.tlog.proofs import (
-    record_proof_from_hashes,
-    record_proof_indexes,
+    record_proof_groups,
     tree_proof_from_hashes,
     tree_proof_indexes,
 )
@@ -180,23 +179,24 @@ class LogReader:
     ) -> list[list[Hash]]:
         """The inclusion proof of each leaf in the tree of ``size``: from cached blocks,
         reading those missing (or short) in one query."""
-        needs = [record_proof_indexes(size, n) for n in leaf_indexes]
+        groups = [record_proof_groups(size, n) for n in leaf_indexes]
         blocks = self._blocks
         located: dict[int, tuple[int, int]] = {}  # stored index -> (block, byte offset)
         got: dict[int, bytes] = {}  # the blocks this proof reads, held across the await
         short: set[int] = set()
-        for need in needs:
-            for i in need:
-                if i in located:
-                    continue
-                block = block_of(i)
-                offset = (i - block_start(block)) * HASH_SIZE
-                located[i] = (block, offset)
-                cached = got.get(block) or blocks.get(block)
-                if cached is None or len(cached) <= offset:
-                    short.add(block)
-                else:
-                    got[block] = cached
+        for proof_groups in groups:
+            for group in proof_groups:
+                for i in group:
+                    if i in located:
+                        continue
+                    block = block_of(i)
+                    offset = (i - block_start(block)) * HASH_SIZE
+                    located[i] = (block, offset)
+                    cached = got.get(block) or blocks.get(block)
+                    if cached is None or len(cached) <= offset:
+                        short.add(block)
+                    else:
+                        got[block] = cached
         if short:
             got.update(await self._read_blocks(conn, size, short))
         for block, data in got.items():
@@ -205,13 +205,14 @@ class LogReader:
             blocks.move_to_end(block)
         while len(blocks) > self._cache_blocks:
             blocks.popitem(last=False)
+
+        def stored(i: int) -> Hash:
+            block, offset = located[i]
+            return got[block][offset : offset + HASH_SIZE]
+
         return [
-            record_proof_from_hashes(
-                size,
-                n,
-                [got[b][o : o + HASH_SIZE] for b, o in (located[i] for i in need)],
-            )
-            for n, need in zip(leaf_indexes, needs, strict=True)
+            [stored(g[0]) if len(g) == 1 else root_from_peaks([stored(i) for i in g]) for g in pg]
+            for pg in groups
         ]
 
     @staticmethod

@@ -67,6 +67,28 @@ def record_proof_indexes(t: int, n: int) -> list[int]:
     return _leaf_proof_indexes(0, t, n, [])
 
 
+def record_proof_groups(t: int, n: int) -> list[list[int]]:
+    """The inclusion proof of record ``n`` in the tree of size ``t`` as stored indexes,
+    one group per proof hash, leaf side first: the hash is the stored hash of a
+    one-index group, else ``root_from_peaks`` of the group's (a partial subtree at the
+    tree's right edge). The same indexes as ``record_proof_indexes``, in one loop."""
+    _check_record_inputs(t, n)
+    groups: list[list[int]] = []
+    lo, hi = 0, t
+    while hi - lo > 1:
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
+        if n < lo + k:
+            groups.append(subtree_indexes(lo + k, hi, []))
+            hi = lo + k
+        else:  # [lo, lo + k) is a complete subtree: one stored hash
+            level = k.bit_length() - 1
+            m = lo + k - 1  # its last record
+            groups.append([2 * m - m.bit_count() + level])
+            lo += k
+    groups.reverse()
+    return groups
+
+
 def _leaf_proof(lo: int, hi: int, n: int, hashes: list[Hash], pos: int) -> tuple[list[Hash], int]:
     if lo + 1 == hi:
         return [], pos

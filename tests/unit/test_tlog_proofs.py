@@ -13,6 +13,7 @@ from shared.tlog.hashing import (
     leaf_hash,
     leaf_hashes,
     merkle_root,
+    root_from_peaks,
     split_stored_hash_index,
     stored_hash_index,
     stored_hashes,
@@ -24,6 +25,7 @@ from shared.tlog.proofs import (
     prove_record,
     prove_tree,
     record_proof_from_hashes,
+    record_proof_groups,
     record_proof_indexes,
     root_from_record_proof,
     tree_proof_from_hashes,
@@ -365,3 +367,16 @@ def test_blocks_are_the_runs_of_stored_hashes_their_256_leaves_write(index: int)
     # The leaf whose append wrote this hash (the last of its subtree) is in the block.
     assert (((n + 1) << level) - 1) // BLOCK_LEAVES == block
     assert block_start(block) == stored_hash_index(0, block * BLOCK_LEAVES)
+
+
+@given(st.integers(1, 1 << 40), st.data())
+def test_record_proof_groups_are_the_proofs_indexes(t: int, data: st.DataObject) -> None:
+    n = data.draw(st.integers(0, t - 1), label="index")
+    groups = record_proof_groups(t, n)
+    assert sorted(i for g in groups for i in g) == sorted(record_proof_indexes(t, n))
+    fake = {i: hashlib.sha256(b"%d" % i).digest() for g in groups for i in g}
+    assembled = [
+        fake[g[0]] if len(g) == 1 else root_from_peaks([fake[i] for i in g]) for g in groups
+    ]
+    wanted = record_proof_indexes(t, n)
+    assert assembled == record_proof_from_hashes(t, n, [fake[i] for i in wanted])
