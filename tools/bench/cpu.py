@@ -93,3 +93,38 @@ def sample(stages: dict[str, list[int]]) -> dict[str, float]:
 def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
     """Milliseconds of CPU per item for each stage between two samples."""
     return {stage: (after[stage] - before.get(stage, 0.0)) * 1000 / items for stage in after}
+
+
+def tree_seconds(pid: int) -> float:
+    """CPU seconds so far of a process and its children (uvicorn with ``--workers``)."""
+    return sum(_seconds_or_zero(p) for p in [pid, *_children(pid)])
+
+
+def database_backends(database: str) -> dict[int, float]:
+    """The PostgreSQL backends serving ``database`` now (by process title), with their CPU
+    seconds so far. A benchmark samples it before and after its run: a backend that
+    appears in between started during the run and counts whole."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\x00")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        title = " ".join(words).split()
+        if len(title) >= 3 and title[0] == "postgres:" and title[2] == database:
+            found[int(entry.name)] = _seconds_or_zero(int(entry.name))
+    return found
+
+
+def backends_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the backends used between two ``database_backends`` samples."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def _seconds_or_zero(pid: int) -> float:
+    try:
+        return process_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0

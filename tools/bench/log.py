@@ -9,8 +9,11 @@
   ``log.append_cpu_s_per_100k``: the sequencer's own CPU time (this process; the
   database's is not counted) per 100,000 leaves.
 - ``log.proof_per_s`` (and ``log.proof_cpu_ms_per_1k``, the server's CPU time per 1,000
-  proofs, far less sensitive to the machine's load): then half of the orders are posted
-  and their postings logged, and one donations process (uvicorn, posting job off) serves
+  proofs, far less sensitive to the machine's load, and ``log.proof_db_cpu_ms_per_1k``,
+  that of the PostgreSQL backends serving it): then half of the orders are posted and
+  their postings logged, and the donations service (uvicorn with
+  ``GFG_BENCH_LOG_PROOF_WORKERS`` worker processes, default 2, as
+  ``GFG_DONATIONS_WORKERS=2`` runs it; posting job off) serves
   ``GET /v1/orders/{id}/donation/proof`` to ``wrk`` (32 connections, a Lua script that
   walks all 50,000 order ids), every answer a 200 with 2 or 3 records and their proofs.
 
@@ -45,7 +48,7 @@ from shared.tlog.hashing import stored_hash_count
 from shared.tlog.note import Signer, generate_key
 from shared.tlog.sequencer import Sequencer
 from tools.bench import Figure, start_app, stop_app
-from tools.bench.cpu import process_seconds
+from tools.bench.cpu import backends_used, database_backends, tree_seconds
 
 ENTRIES = 100_000
 INSERT_CHUNK = 10_000
@@ -203,6 +206,8 @@ async def _bench_proofs(
         "GFG_DONATIONS_LOG_KEY": signer_key,
         "GFG_POSTING_ENABLED": "false",
         "GFG_LOG_LEVEL": "WARNING",
+        # Proofs are stateless reads: one process per core (the rest is safe with several).
+        "UVICORN_WORKERS": os.environ.get("GFG_BENCH_LOG_PROOF_WORKERS", "2"),
     }
     server, base = await start_app("services.donations.app:create_app", env)
     try:
@@ -214,13 +219,16 @@ async def _bench_proofs(
         with tempfile.TemporaryDirectory(prefix="gfg-bench-") as tmp:
             script = Path(tmp) / "proofs.lua"
             script.write_text(_WRK_SCRIPT % {"orders": ORDERS})
-            cpu_before = process_seconds(server.pid)
+            cpu_before, db_before = tree_seconds(server.pid), database_backends(database)
             rate, count, p99, _ = await asyncio.to_thread(_wrk, base, str(script))
-            used = process_seconds(server.pid) - cpu_before
+            used = tree_seconds(server.pid) - cpu_before
+            db_used = backends_used(db_before, database_backends(database))
         print(
             f"# proofs: {count} in {PROOF_SECONDS} s over {ORDERS} orders ({posted} posted),"
             f" tree size {ENTRIES + posted}, {CONNECTIONS} connections, p99 {p99:.1f} ms,"
-            f" server CPU {used:.2f} s = {used / count * 1000 * 1000:.0f} ms per 1k proofs",
+            f" server CPU {used:.2f} s = {used / count * 1000 * 1000:.0f} ms per 1k proofs,"
+            f" database {db_used / count * 1000 * 1000:.0f} ms per 1k, {env['UVICORN_WORKERS']}"
+            " worker processes",
             file=sys.stderr,
         )
     finally:
@@ -228,4 +236,5 @@ async def _bench_proofs(
     return [
         Figure("log.proof_per_s", rate, "req/s"),
         Figure("log.proof_cpu_ms_per_1k", used / count * 1_000_000, "ms"),
+        Figure("log.proof_db_cpu_ms_per_1k", db_used / count * 1_000_000, "ms"),
     ]
