@@ -126,6 +126,18 @@ async def _prepare_database(settings: Settings) -> str:
 
 
 def _spawn(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    workers = os.environ.get("GFG_ORDERS_WORKERS", "2")
+    if os.environ.get("GFG_BENCH_SERVER") == "granian":
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "granian"),
+                *["--interface", "asgi", "--factory", "--loop", "uvloop", "--no-ws"],
+                *["--port", str(port), "--workers", workers, "--log-level", "warning"],
+                "services.orders.app:create_app",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
     return subprocess.Popen(
         [
             sys.executable,
@@ -139,7 +151,7 @@ def _spawn(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             "--log-level",
             "warning",
             "--workers",
-            os.environ.get("GFG_ORDERS_WORKERS", "2"),
+            workers,
         ],
         cwd=ROOT,
         env=env,
