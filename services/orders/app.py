@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.orders.config import Settings
-from services.orders.endpoints import router
+from services.orders.endpoints import install_lean_routes, router
 from services.orders.service import OrderService, count_invalid_request
 from shared.events import TOPIC_ORDERS
 from shared.observability import get_logger
@@ -50,10 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("orders service started", database=settings.orders_db, topic=topic)
             yield
 
-    return build_app(
+    app = build_app(
         title="Goods for Good: orders",
         settings=settings,
         lifespan=lifespan,
         routers=[router],
         on_invalid_request=count_invalid_request,
     )
+    install_lean_routes(app)
+    return app

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import orjson
 import pytest
 
 from shared.auth import Role
@@ -117,6 +118,30 @@ async def test_invalid_orders_name_the_field(
     if "order_id" in order and isinstance(order["order_id"], str) and len(order["order_id"]) < 65:
         check = await http.get(f"/v1/orders/{order['order_id']}", headers=bearer(Role.ADMIN))
         assert check.status_code in (404, 422)  # nothing was stored
+
+
+async def test_single_create_answers_as_the_schema_says(http: httpx.AsyncClient) -> None:
+    """The lean route of ``POST /v1/orders`` answers like the documented FastAPI route:
+    the same body as a read, the bodies it does not take as they are refused alike."""
+    seller = unique("seller")
+    order = new_order(seller, buyer_ref="b-1")
+    created = await http.post("/v1/orders", json=order, headers=storefront(seller))
+    assert created.status_code == 201, created.text
+    assert created.headers["content-type"] == "application/json"
+    read = await http.get(f"/v1/orders/{order['order_id']}", headers=storefront(seller))
+    assert created.json() == read.json()
+    headers = storefront(seller)
+    as_text = headers | {"content-type": "text/plain"}
+    assert_problem(await http.post("/v1/orders", content=orjson.dumps(order), headers=as_text), 422)
+    as_json = headers | {"content-type": "application/json"}
+    for body in (b"[1, 2]", b'{"order_id": ', b""):
+        assert_problem(await http.post("/v1/orders", content=body, headers=as_json), 422)
+    schema = (await http.get("/openapi.json")).json()
+    create = schema["paths"]["/v1/orders"]["post"]
+    assert {"201", "200", "401", "409", "422"} <= set(create["responses"])
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/OrderIn"
+    )
 
 
 async def test_auth_and_body_limit(http: httpx.AsyncClient) -> None:
