@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.orders.config import Settings
-from services.orders.endpoints import install_lean_routes, router
+from services.orders.endpoints import LEAN_ROUTES, router
 from services.orders.service import OrderService, count_invalid_request
 from shared.events import TOPIC_ORDERS
+from shared.fastpath import install_fast_paths
 from shared.observability import get_logger
 from shared.outbox import OutboxRelay
 from shared.web import build_app, service_resources
@@ -57,5 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[router],
         on_invalid_request=count_invalid_request,
     )
-    install_lean_routes(app)
+    install_fast_paths(app, *LEAN_ROUTES)
     return app

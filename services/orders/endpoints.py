@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from starlette.requests import ClientDisconnect
-from starlette.routing import Match, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from services.orders.schemas import (
     BatchIn,
@@ -24,6 +20,7 @@ from services.orders.schemas import (
 )
 from services.orders.service import OrderService
 from shared.auth import AuthFirstRoute, Principal, Role, require
+from shared.fastpath import LeanRoute, PassOn, json_body
 from shared.problems import problem_responses
 from shared.web import app_service
 
@@ -102,166 +99,64 @@ async def refund_order(
 #
 # ``POST /v1/orders`` and the moves a storefront makes on one order (complete, cancel,
 # refund) are the hottest requests of the service, and FastAPI's layers (request object,
-# dependency solving, body parsing through ``email.message``, response model validation
-# and rendering) cost more CPU than the work itself. A ``LeanEndpoint`` serves a
-# well-formed request directly: the same token check first, the same models validating
-# the path id and the body, the same service call, the same body and status. Anything it
-# does not take as it is (another content type, a body that is not a JSON object, any
-# validation error) is replayed to the FastAPI routes above, which answer it exactly as
-# before. Those stay declared for the OpenAPI schema; ``install_lean_routes`` puts the
-# lean ones in front of them.
+# dependency solving, body parsing, response model validation and rendering) cost more CPU
+# than the work itself. Each is also served by a ``shared.fastpath.LeanRoute`` in front of
+# its FastAPI route: the same token check first, the same models validating the path id
+# and the body, the same service call, the same body and status. What a lean handler does
+# not take as it is goes on to the FastAPI route, which stays declared (and so in the
+# OpenAPI schema) and answers it exactly as before.
 
-_JSON_TYPES = frozenset({b"application/json", b"application/json; charset=utf-8"})
 _STOREFRONT = require(Role.STOREFRONT)
-_PASSED_ON = "gfg.lean_passed_on"
 _KEY: TypeAdapter[str] = TypeAdapter(Key)
 
 
-class _PassOn(Exception):
-    """What a lean handler raises for a request the FastAPI route is to answer."""
+def _service(scope: Scope) -> OrderService:
+    service: OrderService = scope["app"].state.service
+    return service
 
 
-# A lean handler: (service, principal, the path's order_id, the JSON body or None when
-# there is none) -> (status, response model). It checks its input before it calls the
-# service, and raises ``_PassOn`` for any input it does not take.
-LeanHandler = Callable[
-    [OrderService, Principal, str, bytes | None], Awaitable[tuple[int, BaseModel]]
-]
-
-
-class LeanRoute(Route):
-    """A route that steps aside for a request its endpoint passed on to the app's router."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get(_PASSED_ON):
-            return Match.NONE, {}
-        return super().matches(scope)
-
-
-class LeanEndpoint:
-    """An ASGI app answering one storefront call like its FastAPI route does."""
-
-    def __init__(self, handle: LeanHandler) -> None:
-        self.handle = handle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The token first, before the body is read (a Problem: rendered by the app).
-        principal = _STOREFRONT.check(Request(scope))
-        content_type = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-                break
-        body = await _read_body(receive)
-        try:
-            if body and content_type not in _JSON_TYPES:
-                raise _PassOn
-            service: OrderService = scope["app"].state.service
-            order_id = scope["path_params"].get("order_id", "")
-            status, answer = await self.handle(service, principal, order_id, body or None)
-        except _PassOn:
-            scope[_PASSED_ON] = True
-            await scope["app"].router(scope, _replay(body), send)
-            return
-        content = answer.__pydantic_serializer__.to_json(answer)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-length", str(len(content)).encode()),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _body(model: type[M], body: bytes | None) -> M:
-    """The body as ``model``; anything else is the FastAPI route's to answer."""
+def _key(scope: Scope) -> str:
     try:
-        data = orjson.loads(body) if body is not None else None
-        if not isinstance(data, dict):
-            raise _PassOn
-        return model.model_validate(data)
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        raise _PassOn from exc
-
-
-def _key(order_id: str) -> str:
-    try:
-        return _KEY.validate_python(order_id)
+        return _KEY.validate_python(scope["path_params"].get("order_id", ""))
     except ValidationError as exc:
-        raise _PassOn from exc
+        raise PassOn from exc
 
 
 async def _lean_create(
-    service: OrderService, principal: Principal, _: str, body: bytes | None
+    scope: Scope, principal: Principal, body: bytes | None
 ) -> tuple[int, BaseModel]:
-    stored = await service.create(_body(OrderIn, body), principal)
+    stored = await _service(scope).create(json_body(OrderIn, body), principal)
     return (201 if stored.created else 200), stored.item
 
 
 async def _lean_complete(
-    service: OrderService, principal: Principal, order_id: str, body: bytes | None
+    scope: Scope, principal: Principal, body: bytes | None
 ) -> tuple[int, BaseModel]:
-    order_id = _key(order_id)
-    completed_at = _body(CompleteIn, body).completed_at if body is not None else None
-    return 200, await service.complete(order_id, principal, completed_at)
+    order_id = _key(scope)
+    completed_at = json_body(CompleteIn, body).completed_at if body is not None else None
+    return 200, await _service(scope).complete(order_id, principal, completed_at)
 
 
 async def _lean_cancel(
-    service: OrderService, principal: Principal, order_id: str, _: bytes | None
+    scope: Scope, principal: Principal, _: bytes | None
 ) -> tuple[int, BaseModel]:
-    return 200, await service.cancel(_key(order_id), principal)
+    return 200, await _service(scope).cancel(_key(scope), principal)
 
 
 async def _lean_refund(
-    service: OrderService, principal: Principal, order_id: str, body: bytes | None
+    scope: Scope, principal: Principal, body: bytes | None
 ) -> tuple[int, BaseModel]:
-    order_id = _key(order_id)
-    stored = await service.refund(order_id, principal, _body(RefundIn, body))
+    order_id = _key(scope)
+    stored = await _service(scope).refund(order_id, principal, json_body(RefundIn, body))
     return (201 if stored.created else 200), stored.item
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
-
-
-_LEAN: list[tuple[str, LeanHandler, str]] = [
-    ("", _lean_create, "create_order"),
-    ("/{order_id}/complete", _lean_complete, "complete_order"),
-    ("/{order_id}/cancel", _lean_cancel, "cancel_order"),
-    ("/{order_id}/refunds", _lean_refund, "refund_order"),
+LEAN_ROUTES = [
+    LeanRoute(router.prefix + path, handle, check=_STOREFRONT.check, name=name)
+    for path, handle, name in [
+        ("", _lean_create, "create_order"),
+        ("/{order_id}/complete", _lean_complete, "complete_order"),
+        ("/{order_id}/cancel", _lean_cancel, "cancel_order"),
+        ("/{order_id}/refunds", _lean_refund, "refund_order"),
+    ]
 ]
-
-
-def install_lean_routes(app: FastAPI) -> None:
-    """Serves the storefront's single-order calls by lean endpoints, in front of their
-    FastAPI routes (which stay in the OpenAPI schema and answer what is passed on)."""
-    for index, (path, handle, name) in enumerate(_LEAN):
-        lean = LeanRoute(router.prefix + path, LeanEndpoint(handle), methods=["POST"], name=name)
-        app.router.routes.insert(index, lean)
