@@ -12,8 +12,10 @@ from shared.settings import CommonSettings
 class Settings(CommonSettings):
     charities_db: str = "charities"
     # Ledger entries per consumed batch: one transaction and one update of each project's
-    # total row per batch, so larger batches mean fewer writes of the hottest rows.
-    ledger_batch_max: int = 5000
+    # total row per batch, so larger batches mean fewer writes of the hottest rows (and
+    # fewer probes of each project's sellers). 10,000 against 5,000 cut the CPU per entry
+    # (BENCHMARKS.md, "The charities fold (evening of 2026-11-28)").
+    ledger_batch_max: int = 10_000
     # How long a totals response is served from memory before the database is asked
     # again (the dashboard polls every second; the response says max-age=1).
     totals_cache_seconds: float = 0.5

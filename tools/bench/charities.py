@@ -18,6 +18,8 @@
   ``make bench REPLICA=1`` starts one; without it the figure is skipped with a note. The
   two processes must give the same ETag for the same data, or the figure is not reported.
 
+``GFG_BENCH_CHARITIES_FOLD_ONLY=1`` measures the fold alone and starts no service process.
+
 Runs in its own database ``charities_bench`` and on ``bench.``-prefixed topics, so it never
 touches the data of ``make run`` or of the tests (``GFG_BENCH_CHARITIES_DB`` and
 ``GFG_BENCH_TOPIC_PREFIX`` choose others).
@@ -387,6 +389,8 @@ async def run() -> list[Figure]:
         figures = await bench_fold(settings, pool)
     finally:
         await pool.close()
+    if os.environ.get("GFG_BENCH_CHARITIES_FOLD_ONLY"):
+        return figures  # the fold alone: no service processes (a helper's A/B runs)
     figures += await bench_http(settings)
     problem = await standby_problem(settings)
     if problem is not None:
