@@ -18,12 +18,9 @@ new accruals also join ``posting_due``, its drop), the outbox rows, and the part
 positions; and when a campaign matches, six more: what refunded orders' matches have
 left, the match entries (four again), one update of the touched campaigns'
 ``matched_minor`` (services/donations/matching.py says why the budget is never
-exceeded). While the server inserts the seller entries, the consumer plans their matches
-and builds every outbox payload on the guess that all of them are new (true but for a
-redelivery, when it plans again from what was inserted): that CPU work overlaps the
-batch's longest statement. Matches follow the return window by construction: only a
-reversal this batch recorded is matched by a match reversal, and a refund after
-``available_on`` or after the posting records none.
+exceeded). Matches follow the return window by construction: only a reversal this batch
+recorded is matched by a match reversal, and a refund after ``available_on`` or after
+the posting records none.
 
 The positions (``consumer_position``: per partition the next offset to apply and the
 latest ``occurred_at`` applied) are written in the batch's transaction, so they never
@@ -51,8 +48,8 @@ from prometheus_client import Counter as PromCounter
 
 from services.donations import repository
 from services.donations.config import Settings
-from services.donations.ledger import NewEntry, OrderMoneyEvent, plan_batch
-from services.donations.matching import Campaign, MatchPlan, plan_matches
+from services.donations.ledger import BatchPlan, NewEntry, OrderMoneyEvent, plan_batch
+from services.donations.matching import Campaign, plan_matches
 from services.donations.repository import Position
 from services.donations.rules import DEFAULT_RETURN_WINDOW
 from shared import db
@@ -115,14 +112,6 @@ class OrderEventBatch:
     # event_id -> the trace context its entries' outbox rows carry on
     contexts: dict[uuid.UUID, str] = field(default_factory=dict)
     spans: RecordSpans = field(default_factory=lambda: RecordSpans("process"))
-
-
-@dataclass
-class _Ahead:
-    """Matches and outbox messages planned while the seller entries are inserted."""
-
-    matched: MatchPlan | None = None
-    messages: list[OutboxMessage] = field(default_factory=list)
 
 
 class LedgerHandler:
@@ -205,61 +194,13 @@ class LedgerHandler:
                 plan = plan_batch(events, histories, ledgers, window=self._window)
                 recorded_at = datetime.now(UTC)
                 campaigns = await self._lock_campaigns(conn, plan.entries)
-                # What the planned reversals' orders have left of earlier matches (matches
-                # are not among the seller entries inserted next, so it reads the same now).
-                reversed_orders = {e.order_id for e in plan.entries if e.kind == "reversal"}
-                prior = (
-                    await repository.order_matches(conn, reversed_orders)
-                    if campaigns and reversed_orders
-                    else {}
-                )
-                ahead = _Ahead()
-
-                def plan_ahead() -> None:
-                    """While the database inserts the seller entries: their matches and
-                    all outbox payloads, on the guess that every planned entry is new."""
-                    ahead.matched = (
-                        plan_matches(
-                            plan.entries,
-                            plan.accruals,
-                            plan.net_before,
-                            campaigns,
-                            prior,
-                            plan.full_refunds,
-                        )
-                        if campaigns
-                        else MatchPlan()
-                    )
-                    ahead.messages = self._messages(
-                        [*plan.entries, *ahead.matched.entries], recorded_at, batch.contexts
-                    )
-
                 inserted = await repository.insert_entries(
-                    conn, plan.entries, recorded_at, batch.partitions, meanwhile=plan_ahead
+                    conn, plan.entries, recorded_at, batch.partitions
                 )
                 recorded = [e for e in plan.entries if e.entry_id in inserted]
-                matched = ahead.matched
-                guessed = matched is not None and len(recorded) == len(plan.entries)
-                if matched is None or not guessed:  # a redelivery: plan from what is new
-                    matched = (
-                        plan_matches(
-                            recorded,
-                            plan.accruals,
-                            plan.net_before,
-                            campaigns,
-                            prior,
-                            plan.full_refunds,
-                        )
-                        if campaigns and recorded
-                        else MatchPlan()
-                    )
-                matches = await self._insert_matches(conn, matched, recorded_at)
-                if guessed and len(matches) == len(matched.entries):
-                    messages = ahead.messages
-                else:
-                    messages = self._messages([*recorded, *matches], recorded_at, batch.contexts)
-                recorded += matches
-                await enqueue(conn, messages)
+                if campaigns and recorded:
+                    recorded += await self._match(conn, plan, recorded, campaigns, recorded_at)
+                await enqueue(conn, self._messages(recorded, recorded_at, batch.contexts))
                 await self._advance(conn, batch)
             plan_outcomes = plan.outcomes
             self.entries_recorded += len(recorded)
@@ -279,11 +220,20 @@ class LedgerHandler:
         return await repository.lock_project_campaigns(conn, projects) if projects else []
 
     @staticmethod
-    async def _insert_matches(
-        conn: Conn, matched: MatchPlan, recorded_at: datetime
+    async def _match(
+        conn: Conn,
+        plan: BatchPlan,
+        recorded: Sequence[NewEntry],
+        campaigns: Sequence[Campaign],
+        recorded_at: datetime,
     ) -> list[NewEntry]:
-        """Inserts the match entries planned for the seller entries this batch inserted;
-        moves each touched campaign's matched_minor once, by what was inserted."""
+        """Match entries for the seller entries this batch actually inserted; moves each
+        touched campaign's matched_minor once, by what was inserted."""
+        reversed_orders = {e.order_id for e in recorded if e.kind == "reversal"}
+        prior = await repository.order_matches(conn, reversed_orders) if reversed_orders else {}
+        matched = plan_matches(
+            recorded, plan.accruals, plan.net_before, campaigns, prior, plan.full_refunds
+        )
         if not matched.entries:
             return []
         inserted = await repository.insert_entries(conn, matched.entries, recorded_at)

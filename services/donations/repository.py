@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -202,8 +201,6 @@ async def insert_entries(
     entries: Sequence[NewEntry],
     recorded_at: datetime,
     partitions: Mapping[str, int] | None = None,
-    *,
-    meanwhile: Callable[[], None] | None = None,
 ) -> set[str]:
     """Inserts ``entries`` (COPY, then one statement); returns the ids of those not
     recorded before. Inside the caller's transaction (the staging table lives until its
@@ -211,8 +208,6 @@ async def insert_entries(
 
     Each new accrual's order waits for its posting (``posting_due``), filed under its
     partition in ``partitions`` (order_id -> orders.lifecycle partition; -1 if absent).
-    ``meanwhile`` (CPU work, no I/O) runs in this process while the server executes the
-    insert, the batch's longest statement.
     """
     if not entries:
         return set()
@@ -241,13 +236,7 @@ async def insert_entries(
         ],
         columns=_STAGE_COLUMNS,
     )
-    insert = asyncio.ensure_future(conn.fetch(_INSERT_STAGED, recorded_at))
-    try:
-        if meanwhile is not None:
-            await asyncio.sleep(0)  # the statement is sent before the work starts
-            meanwhile()
-    finally:
-        rows = await insert
+    rows = await conn.fetch(_INSERT_STAGED, recorded_at)
     await conn.execute(_DROP_STAGE)
     return {r["entry_id"] for r in rows}
 
