@@ -270,7 +270,7 @@ class LedgerHandler:
         at = recorded_at.isoformat()
         dumps = orjson.dumps
         topic = self._ledger_topic
-        context = contexts.get if contexts else _no_context
+        context = (contexts or {}).get
         messages = []
         for event_id, e in zip(new_event_ids(len(entries)), entries, strict=True):
             payload = dumps(
@@ -283,7 +283,7 @@ class LedgerHandler:
                         "entry_id": e.entry_id,
                         "order_id": e.order_id,
                         "seller_id": e.seller_id,
-                        "project_id": e.project_id,  # orjson writes a UUID's text form
+                        "project_id": str(e.project_id),
                         "kind": e.kind,
                         "amount_minor": e.amount_minor,
                         "currency": e.currency,
@@ -300,10 +300,6 @@ class LedgerHandler:
                 )
             )
         return messages
-
-
-def _no_context(_: uuid.UUID) -> None:
-    return None
 
 
 def _parse(
