@@ -332,8 +332,8 @@ async def test_two_campaigns_window_sellers_and_close(
 async def test_a_batch_partly_recorded_before_matches_only_its_new_accruals(
     http: httpx.AsyncClient, donations: Donations, pool: Pool
 ) -> None:
-    """The consumer plans matches while the seller entries are inserted, on the guess that
-    all are new; a redelivery that overlaps new events must plan again from what was new."""
+    """A redelivery that overlaps new events matches (and publishes) only the accruals that
+    are new: a match is planned from what the batch really inserted."""
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)
     await put_rule(http, donations, seller, project_id=project, mode="fixed", amount_minor=100)
