@@ -327,3 +327,32 @@ async def test_two_campaigns_window_sellers_and_close(
         return int((await get_campaign(http, donations, items["campaign_id"]))["matched_minor"])
 
     await eventually(items_matched, lambda m: m == 9 + 10 + 3)
+
+
+async def test_a_batch_partly_recorded_before_matches_only_its_new_accruals(
+    http: httpx.AsyncClient, donations: Donations, pool: Pool
+) -> None:
+    """A redelivery that overlaps new events matches (and publishes) only the accruals that
+    are new: a match is planned from what the batch really inserted."""
+    seller = unique("seller")
+    project = await create_project(http, donations.charities_url)
+    await put_rule(http, donations, seller, project_id=project, mode="fixed", amount_minor=100)
+    body = campaign_body(project, budget_minor=10_000)
+    assert (await post_campaign(http, donations, body)).status_code == 201
+    handler = LedgerHandler(pool, donations.settings.topic(TOPIC_LEDGER))
+    orders = [order_with(seller, 1_000, [("tea", 1)]) for _ in range(4)]
+    assert await handler.handle([record(encode(o), n) for n, o in enumerate(orders[:2])]) == []
+    assert handler.entries_recorded == 4
+    # the first two again (a redelivery) with two new ones in one batch
+    assert await handler.handle([record(encode(o), n) for n, o in enumerate(orders)]) == []
+    assert handler.entries_recorded == 8
+    for order in orders:
+        r = (await receipt(http, donations, order.order.order_id)).json()
+        assert [(e["kind"], e["amount_minor"]) for e in r["entries"]] == [
+            ("accrual", 100),
+            ("match", 100),
+        ]
+    campaign = await get_campaign(http, donations, body["campaign_id"])
+    assert campaign["matched_minor"] == 4 * 100
+    events = await ledger_events(donations, orders[3].order.order_id, 2)
+    assert sorted(e.entry.kind for e in events) == ["accrual", "match"]
