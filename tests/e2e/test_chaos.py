@@ -6,7 +6,10 @@ the rate actually sustained while the faults were injected. Then the pipeline mu
 to totals that equal the independently computed ones and a clean reconciliation: no
 donation lost, none doubled.
 
-The services run with a return window of seconds. After the drain the simulator follows
+The services run with a return window of seconds and, while faults are injected, a posting
+grace longer than the longest outbox hold they cause (measured and checked). Once the
+drain is done and the orders outbox is empty, donations restarts with a short grace, so
+the postings need not wait the faults' grace out. After the drain the simulator follows
 the money (``tools.funds``): every donation posted, disbursements recorded by each
 project's charity, totals and traces equal to what it disbursed. The run ends proven:
 reconcile clean (its funds checks included), ``make audit``'s checks clean against the
