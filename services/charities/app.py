@@ -93,7 +93,12 @@ def create_app(settings: Settings | None = None, *, consume: bool | None = None)
                         bootstrap=KafkaAccess.from_settings(settings),
                         topic=topic,
                         group_id=settings.topic_prefix + "charities",
-                        handler=LedgerFolder(res.pool),
+                        # On the primary the fold's commit is visible at once: expire the
+                        # cached totals then. A replica may not have replayed it yet, and an
+                        # early reload would cache the old totals anew, so there the TTL rules.
+                        handler=LedgerFolder(
+                            res.pool, service.cache.expire if read_pool is None else None
+                        ),
                         producer=res.producer,
                         max_records=settings.ledger_batch_max,
                         replication_factor=settings.kafka_replication_factor,

@@ -15,7 +15,7 @@ order's trace.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -170,8 +170,11 @@ class LedgerFolder:
     """The BatchConsumer handler: parse (while the previous batch is written), then one
     set-based statement in one transaction."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, on_folded: Callable[[], None] | None = None) -> None:
+        """``on_folded`` runs after each batch that committed entries or postings (the
+        service expires its totals cache there)."""
         self._pool = pool
+        self._on_folded = on_folded
 
     def prepare(self, records: Sequence[Record]) -> LedgerBatch:
         return parse_ledger(records)
@@ -197,6 +200,8 @@ class LedgerFolder:
                     # (same key, same partition, after them) must see them
                     await repository.bump_clock(conn)
                     postings = await repository.apply_postings(conn, parsed.postings)
+            if self._on_folded is not None:
+                self._on_folded()
         ENTRIES_FOLDED.inc(applied)
         POSTINGS_APPLIED.inc(postings)
         ENTRIES_REDELIVERED.inc(len(rows.entry_id) - applied + parsed.duplicates)

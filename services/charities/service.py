@@ -7,7 +7,8 @@ Decisions users can rely on:
   different fields is 409.
 - Closing a closed project is a retry and returns it unchanged (200).
 - Totals are shaped as described in ``totals.py``; each totals URL is answered from
-  memory for ``totals_cache_seconds`` (see ``ResponseCache``) with a strong ETag. With a
+  memory for ``totals_cache_seconds`` (see ``ResponseCache``), or until this process's
+  fold commits a batch when there is no replica, with a strong ETag. With a
   read replica configured they are read there (``replica.py`` says why their ETags and
   ``as_of`` agree across the two servers); everything else reads and writes the primary.
 - A disbursement takes posted money first in, first out (``allocation.py``). Its
@@ -632,6 +633,13 @@ class ResponseCache:
         self._max_entries = max_entries
         self._entries: dict[str, Cached] = {}
         self._loading: dict[str, asyncio.Future[Cached]] = {}
+
+    def expire(self) -> None:
+        """Makes every entry stale (kept as ``previous`` for the loaders' version check):
+        the fold calls it after each batch it committed, so that a read after the fold
+        reloads at once instead of serving the old totals for up to ``ttl``."""
+        for cached in self._entries.values():
+            cached.fresh_until = 0.0
 
     def fresh(self, key: str) -> Cached | None:
         cached = self._entries.get(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -204,6 +205,27 @@ async def test_response_cache_loads_once_per_ttl() -> None:
     assert {r.etag for r in results} == {'"1"'}
     assert (await cache.get("k", load)).etag == '"1"'
     assert (await cache.get("other", load)).etag == '"2"'
+
+
+async def test_response_cache_expire_reloads_every_url_once_with_its_previous() -> None:
+    cache = ResponseCache(ttl=60)
+    seen: list[tuple[str, Cached | None]] = []
+
+    def loader(key: str) -> Callable[[Cached | None], Awaitable[Cached]]:
+        async def load(previous: Cached | None) -> Cached:
+            seen.append((key, previous))
+            return Cached(f'"{len(seen)}"', b"b", len(seen), 0.0)
+
+        return load
+
+    first = {key: await cache.get(key, loader(key)) for key in ("a", "b")}
+    assert (await cache.get("a", loader("a"))).etag == first["a"].etag  # within the ttl
+    cache.expire()  # the fold committed a batch
+    assert (await cache.get("a", loader("a"))).etag == '"3"'
+    assert (await cache.get("b", loader("b"))).etag == '"4"'
+    assert seen[2:] == [("a", first["a"]), ("b", first["b"])]
+    assert (await cache.get("a", loader("a"))).etag == '"3"'  # fresh again until the next
+    assert len(seen) == 4
 
 
 async def test_response_cache_without_ttl_reloads_and_passes_the_previous() -> None:
