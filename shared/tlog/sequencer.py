@@ -148,6 +148,10 @@ class Sequencer:
                 await self.sign_current()
         return self._owner
 
+    def server_pid(self) -> int:
+        """The process id of this sequencer's PostgreSQL backend (benchmarks)."""
+        return self._require_owner().get_server_pid()
+
     async def close(self) -> None:
         await self._disconnect()
 
