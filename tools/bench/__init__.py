@@ -8,7 +8,6 @@ stack (``make run``) is up while they run. Figures are also written to
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 from shared import db
 from shared.kafka import BatchConsumer, Producer
 from shared.settings import CommonSettings
+from tools.bench.cpu import seconds_or_zero
 
 
 async def ensure_database(settings: CommonSettings, name: str) -> None:
@@ -87,19 +87,6 @@ class Figure:
         return f"bench {self.name} {value} {self.unit}"
 
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
-
-
 async def backend_pids(pool: asyncpg.Pool[Any]) -> list[int]:
     """The server processes of every connection to the pool's database."""
     rows = await pool.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
@@ -135,7 +122,7 @@ class FirstBatchTimer:
         if self.first is None:
             self.first = time.perf_counter()
             self.cpu_at_first = time.process_time()
-            self.db_cpu_at_first = {pid: process_cpu_s(pid) for pid in self._pids}
+            self.db_cpu_at_first = {pid: seconds_or_zero(pid) for pid in self._pids}
         return self._inner.prepare(records) if hasattr(self._inner, "prepare") else records
 
     async def apply(self, prepared: Any) -> Any:
@@ -185,7 +172,7 @@ async def consume_timed(
         finished = time.perf_counter()
         cpu = time.process_time() - timed.cpu_at_first
         later = await backend_pids(pool) if pool is not None else []
-        db_cpu = sum(process_cpu_s(p) - timed.db_cpu_at_first.get(p, 0.0) for p in later)
+        db_cpu = sum(seconds_or_zero(p) - timed.db_cpu_at_first.get(p, 0.0) for p in later)
     finally:
         await consumer.stop()
         await task

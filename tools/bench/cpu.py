@@ -97,7 +97,7 @@ def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -
 
 def tree_seconds(pid: int) -> float:
     """CPU seconds so far of a process and its children (uvicorn with ``--workers``)."""
-    return sum(_seconds_or_zero(p) for p in [pid, *_children(pid)])
+    return sum(seconds_or_zero(p) for p in [pid, *_children(pid)])
 
 
 def database_backends(database: str) -> dict[int, float]:
@@ -114,7 +114,7 @@ def database_backends(database: str) -> dict[int, float]:
             continue
         title = " ".join(words).split()
         if len(title) >= 3 and title[0] == "postgres:" and title[2] == database:
-            found[int(entry.name)] = _seconds_or_zero(int(entry.name))
+            found[int(entry.name)] = seconds_or_zero(int(entry.name))
     return found
 
 
@@ -123,7 +123,8 @@ def backends_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
-def _seconds_or_zero(pid: int) -> float:
+def seconds_or_zero(pid: int) -> float:
+    """``process_seconds``, or 0 for a process that is gone."""
     try:
         return process_seconds(pid)
     except (FileNotFoundError, ProcessLookupError):
