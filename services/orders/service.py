@@ -153,7 +153,11 @@ class OrderService:
             request_hash=domain.request_hash(order.canonical()),
         )
 
-    def _completed_message(self, order: repo.NewOrder, items: Sequence[Any]) -> OutboxMessage:
+    def _completed_message(
+        self, order: repo.NewOrder, items: Sequence[Any], traceparent: str | None = None
+    ) -> OutboxMessage:
+        """The ``order.completed`` row of ``order``; ``traceparent`` (a batch reads the
+        request's once for all its rows) defaults to the current span's."""
         assert order.completed_at is not None
         event = OrderCompleted(
             occurred_at=order.completed_at,
@@ -176,16 +180,21 @@ class OrderService:
                 completed_at=order.completed_at,
             ),
         )
-        return self._message(order.order_id, event.type, encode(event))
+        if traceparent is None:
+            traceparent = current_traceparent()
+        return self._message(order.order_id, event.type, encode(event), traceparent)
 
-    def _message(self, order_id: str, event_type: str, payload: bytes) -> OutboxMessage:
+    def _message(
+        self, order_id: str, event_type: str, payload: bytes, traceparent: str | None = None
+    ) -> OutboxMessage:
         return OutboxMessage(
             topic=self._topic,
             aggregate_type=AGGREGATE_TYPE,
             aggregate_id=order_id,
             type=event_type,
             payload=payload,
-            traceparent=current_traceparent(),  # the request's span (shared.tracing)
+            # the request's span (shared.tracing)
+            traceparent=current_traceparent() if traceparent is None else traceparent,
         )
 
     async def create(self, order: OrderIn, principal: Principal) -> Stored[OrderOut]:
@@ -254,8 +263,9 @@ class OrderService:
                         f"{len(conflicts)} order(s) exist with a different body: {shown}; "
                         "nothing in this batch was accepted"
                     )
+            traceparent = current_traceparent()
             messages = [
-                self._completed_message(new, order.items)
+                self._completed_message(new, order.items, traceparent)
                 for new, order in zip(prepared, orders, strict=True)
                 if new.status == OrderStatus.COMPLETED and new.order_id in inserted
             ]
