@@ -18,7 +18,7 @@ from services.orders.config import Settings
 from shared.db import create_pool
 from shared.kafka import Producer, ensure_topics, make_producer
 from shared.migrations import migrate
-from shared.outbox import BUCKETS, OutboxMessage, OutboxRelay, enqueue
+from shared.outbox import BUCKETS, COPY_FROM, OutboxMessage, OutboxRelay, enqueue
 from shared.tracing import tracing
 from tests.conftest import unique
 from tests.integration.orders.conftest import TopicWatch, start_watch
@@ -202,3 +202,24 @@ async def test_two_relays_publish_each_row_once_in_key_order(
     assert len(events) == len(keys) * 5  # exactly once
     for key in keys:
         assert [e.value["seq"] for e in events if e.key == key] == [0, 1, 2, 3, 4]
+
+
+async def test_a_batch_written_by_copy_wakes_the_relay_and_keeps_key_order(
+    bench: Bench, relay_watch: TopicWatch
+) -> None:
+    # The relay polls only every 10 minutes here: the rows reach Kafka in time only if the
+    # COPY (``enqueue`` of COPY_FROM rows or more) fires the outbox's NOTIFY trigger.
+    relay = bench.relay(idle_poll_seconds=600)
+    task = asyncio.create_task(relay.run())
+    keys = [unique("copied") for _ in range(5)]
+    messages = [bench.message(k, seq) for seq in range(20) for k in keys]
+    assert len(messages) >= COPY_FROM
+    try:
+        await eventually(lambda: asyncio.sleep(0, relay.owned_buckets), lambda o: len(o) > 0)
+        await bench.add(messages)
+        events = await relay_watch.wait_for(set(keys), len(messages), within=30)
+    finally:
+        await relay.stop()
+        await task
+    for key in keys:
+        assert [e.value["seq"] for e in events if e.key == key] == list(range(20))
