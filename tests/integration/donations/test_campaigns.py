@@ -198,15 +198,27 @@ async def ledger_events(donations: Donations, order_id: str, count: int) -> list
     return found
 
 
-async def test_budget_runs_out_mid_batch_and_a_reversal_gives_it_back(
-    http: httpx.AsyncClient, donations: Donations, pool: Pool
-) -> None:
+async def matched_seller(
+    http: httpx.AsyncClient, donations: Donations, pool: Pool, *, budget_minor: int
+) -> tuple[str, str, LedgerHandler]:
+    """A new seller giving 100 fen per order to a new project, a campaign matching it with
+    ``budget_minor``, and a ledger handler: (seller, campaign id, handler)."""
     seller = unique("seller")
     project = await create_project(http, donations.charities_url)
     await put_rule(http, donations, seller, project_id=project, mode="fixed", amount_minor=100)
-    body = campaign_body(project, budget_minor=250)
+    body = campaign_body(project, budget_minor=budget_minor)
     assert (await post_campaign(http, donations, body)).status_code == 201
-    handler = LedgerHandler(pool, donations.settings.topic(TOPIC_LEDGER))
+    return (
+        seller,
+        str(body["campaign_id"]),
+        LedgerHandler(pool, donations.settings.topic(TOPIC_LEDGER)),
+    )
+
+
+async def test_budget_runs_out_mid_batch_and_a_reversal_gives_it_back(
+    http: httpx.AsyncClient, donations: Donations, pool: Pool
+) -> None:
+    seller, campaign_id, handler = await matched_seller(http, donations, pool, budget_minor=250)
     orders = [order_with(seller, 1_000, [("tea", 1)]) for _ in range(5)]
     # one batch: matches 100, 100, then 50 (partial), then nothing
     dead = await handler.handle([record(encode(o), n) for n, o in enumerate(orders)])
@@ -223,9 +235,9 @@ async def test_budget_runs_out_mid_batch_and_a_reversal_gives_it_back(
         for e in first["entries"]
     ] == [
         ("accrual", 100, None, 1),
-        ("match", 100, body["campaign_id"], None),
+        ("match", 100, campaign_id, None),
     ]
-    campaign = await get_campaign(http, donations, body["campaign_id"])
+    campaign = await get_campaign(http, donations, campaign_id)
     assert (campaign["matched_minor"], campaign["remaining_minor"], campaign["status"]) == (
         250,
         0,
@@ -233,7 +245,7 @@ async def test_budget_runs_out_mid_batch_and_a_reversal_gives_it_back(
     )
     # the same batch again (a redelivery) matches nothing more
     await handler.handle([record(encode(o), n) for n, o in enumerate(orders)])
-    assert (await get_campaign(http, donations, body["campaign_id"]))["matched_minor"] == 250
+    assert (await get_campaign(http, donations, campaign_id))["matched_minor"] == 250
 
     # a full refund of the first order reverses its match: budget back, active again
     full = refunded(orders[0], "r1", 1_000, 1_000)
@@ -244,16 +256,16 @@ async def test_budget_runs_out_mid_batch_and_a_reversal_gives_it_back(
         ("reversal", 100),
         ("match_reversal", 100),
     ]
-    campaign = await get_campaign(http, donations, body["campaign_id"])
+    campaign = await get_campaign(http, donations, campaign_id)
     assert (campaign["matched_minor"], campaign["status"]) == (150, "active")
 
     events = await ledger_events(donations, orders[0].order.order_id, 4)
     kinds = {(e.entry.kind, e.entry.campaign_id, e.entry.rule_version) for e in events}
     assert kinds == {
         ("accrual", None, 1),
-        ("match", body["campaign_id"], None),
+        ("match", campaign_id, None),
         ("reversal", None, 1),
-        ("match_reversal", body["campaign_id"], None),
+        ("match_reversal", campaign_id, None),
     }
     raw = orjson.loads(encode(events[0]))
     assert "campaign_id" in raw["entry"]
@@ -334,12 +346,7 @@ async def test_a_batch_partly_recorded_before_matches_only_its_new_accruals(
 ) -> None:
     """A redelivery that overlaps new events matches (and publishes) only the accruals that
     are new: a match is planned from what the batch really inserted."""
-    seller = unique("seller")
-    project = await create_project(http, donations.charities_url)
-    await put_rule(http, donations, seller, project_id=project, mode="fixed", amount_minor=100)
-    body = campaign_body(project, budget_minor=10_000)
-    assert (await post_campaign(http, donations, body)).status_code == 201
-    handler = LedgerHandler(pool, donations.settings.topic(TOPIC_LEDGER))
+    seller, campaign_id, handler = await matched_seller(http, donations, pool, budget_minor=10_000)
     orders = [order_with(seller, 1_000, [("tea", 1)]) for _ in range(4)]
     assert await handler.handle([record(encode(o), n) for n, o in enumerate(orders[:2])]) == []
     assert handler.entries_recorded == 4
@@ -352,7 +359,7 @@ async def test_a_batch_partly_recorded_before_matches_only_its_new_accruals(
             ("accrual", 100),
             ("match", 100),
         ]
-    campaign = await get_campaign(http, donations, body["campaign_id"])
+    campaign = await get_campaign(http, donations, campaign_id)
     assert campaign["matched_minor"] == 4 * 100
     events = await ledger_events(donations, orders[3].order.order_id, 2)
     assert sorted(e.entry.kind for e in events) == ["accrual", "match"]
