@@ -5,7 +5,7 @@ problem type slug (``kind``) and its title, so the service layer says what went 
 and never how it is rendered. One set of handlers (``install_problem_handlers``) turns
 any of them, request validation errors, Starlette's HTTP errors and the database's
 refusals of a client's value (asyncpg's ``DataError`` family, 422) into problem+json.
-Anything else is a bug: ``CrashBarrier`` logs it with its traceback and still answers a
+Anything else is a bug: ``shared.web.RequestLayer`` logs it with its traceback and still answers a
 well-formed 500 problem that names no internals, on a connection that stays open.
 """
 
@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -323,94 +322,3 @@ def install_problem_handlers(
     # The server's class 22 errors and the driver's refusal to encode an argument.
     app.add_exception_handler(asyncpg.exceptions.DataError, on_data_error)
     app.add_exception_handler(asyncpg.exceptions._base.DataError, on_data_error)
-
-
-class CrashBarrier:
-    """Turns an unhandled exception into a logged, well-formed 500 problem.
-
-    Starlette's own last resort re-raises after answering, and the server then closes the
-    connection; here the exception stops, so keep-alive clients keep their connection. If
-    the response had already started there is nothing well-formed left to send, and the
-    exception goes on to the server.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        except Exception as exc:
-            log.error(
-                "unhandled exception in request",
-                method=scope.get("method"),
-                path=scope["path"],
-                exc_info=exc,
-            )
-            if started:
-                raise
-            await problem_response(InternalError(), scope["path"])(scope, receive, send)
-
-
-class BodySizeLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, declared or streamed.
-
-    A declared ``Content-Length`` over the limit is answered before the app runs. A
-    streamed (chunked) body is counted as the app reads it: at the first byte over, this
-    middleware answers 413 itself and tells the app the client went away, and whatever
-    the app then tries to send (FastAPI turns a failed body read into a 400) is dropped.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = PayloadTooLarge(f"request bodies are limited to {self.limit} bytes")
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await problem_response(too_large, scope.get("path"))(scope, receive, send)
-                return
-        received = 0
-        refused = False  # the body went over the limit: the app reads no more of it
-        answered = False  # ... and this middleware answered 413 in the app's place
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, refused, answered
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    refused = True
-                    if not started:
-                        answered = True
-                        await problem_response(too_large, scope.get("path"))(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if answered:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        await self.app(scope, limited_receive, guarded_send)

@@ -1,4 +1,4 @@
-"""Security headers on every HTTP response of a service, as a pure ASGI middleware.
+"""Security headers on every HTTP response of a service (added by ``shared.web.RequestLayer``).
 
 Every response gets ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``,
 ``Referrer-Policy: no-referrer`` and a Content-Security-Policy chosen once per response:
@@ -16,8 +16,6 @@ and a response costs one set lookup on the path and a scan of its few header nam
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -46,7 +44,7 @@ _API = _with_csp(API_CSP)
 _DOCS = _with_csp(DOCS_CSP)
 
 
-def _extra(headers: Iterable[tuple[bytes, bytes]], docs: bool) -> Headers:
+def extra_headers(headers: Iterable[tuple[bytes, bytes]], docs: bool) -> Headers:
     """What to append to a response's headers: one pass over its (few) header names."""
     html = False
     for name, value in headers:
@@ -55,24 +53,3 @@ def _extra(headers: Iterable[tuple[bytes, bytes]], docs: bool) -> Headers:
         elif name == _CSP:  # the endpoint chose its own policy
             return _COMMON
     return _DOCS if docs else _PAGE if html else _API
-
-
-class SecurityHeaders:
-    """Adds the headers above to each ``http.response.start`` unless the app set them."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        docs = scope["path"] in DOCS_PATHS
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers: Headers = message.get("headers", [])
-                message = {**message, "headers": [*headers, *_extra(headers, docs)]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

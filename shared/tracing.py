@@ -271,46 +271,12 @@ class RecordSpans:
             span.end()
 
 
-_UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-class TracingMiddleware:
-    """A server span per HTTP request (probes and metrics excepted), continuing the
-    caller's ``traceparent`` if it sent one; named by the matched route's template."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in _UNTRACED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        context = None
-        for name, value in scope["headers"]:
-            if name == _TRACEPARENT_BYTES:
-                context = parent(value.decode("ascii", "replace"))
-                break
-        method = scope["method"]
-        status: list[int] = []
-
-        async def send_with_status(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-            await send(message)
-
-        with _tracer.start_as_current_span(
-            f"{method} {scope['path']}",
-            context=context,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
-        ) as span:
-            await self.app(scope, receive, send_with_status)
-            if span.is_recording():
-                route = getattr(scope.get("route"), "path", None)
-                if route is not None:
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                if status:
-                    span.set_attribute("http.response.status_code", status[0])
-                    if status[0] >= 500:
-                        span.set_status(Status(StatusCode.ERROR))
+def request_parent(headers: Sequence[tuple[bytes, bytes]]) -> Context | None:
+    """The context an HTTP request's first ``traceparent`` header names, if any."""
+    for name, value in headers:
+        if name == _TRACEPARENT_BYTES:
+            return parent(value.decode("ascii", "replace"))
+    return None

@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Authenticator
 from shared.db import Pool, create_pool
@@ -18,14 +22,16 @@ from shared.kafka import KafkaAccess, Producer, ensure_topics, kafka_reachable, 
 from shared.migrations import migrate
 from shared.observability import get_logger, health_router, setup_logging
 from shared.problems import (
-    BodySizeLimit,
-    CrashBarrier,
+    MAX_BODY_BYTES,
+    InternalError,
     InvalidRequestObserver,
+    PayloadTooLarge,
     install_problem_handlers,
+    problem_response,
 )
-from shared.security_headers import SecurityHeaders
+from shared.security_headers import DOCS_PATHS, Headers, extra_headers
 from shared.settings import CommonSettings
-from shared.tracing import TracingMiddleware, tracing
+from shared.tracing import UNTRACED_PATHS, request_parent, tracer, tracing
 
 log = get_logger(__name__)
 
@@ -76,16 +82,159 @@ def build_app(
     app.state.auth = Authenticator.from_settings(settings)
     app.state.readiness = {}
     install_problem_handlers(app, on_invalid_request=on_invalid_request)
-    # Outermost last: security headers on every answer, the body limit around the app,
-    # and the crash barrier innermost, so even a 500 passes through the other two.
-    app.add_middleware(CrashBarrier)
-    app.add_middleware(BodySizeLimit)
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(TracingMiddleware)  # outermost: the span covers the whole answer
+    app.add_middleware(RequestLayer)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
     return app
+
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class RequestLayer:
+    """Everything a service does around each HTTP request, as one pure ASGI layer (one
+    wrapped ``send`` instead of one per concern), from the outside in:
+
+    - tracing: a server span per request (probes and metrics excepted), continuing the
+      caller's ``traceparent``, named by the matched route's template. An unsampled span
+      (the sampler's decision, 99 % by default) is only made current: no status, no route;
+    - security headers (``shared.security_headers``) on every answer, a 413 or 500 too;
+    - the body limit: a declared ``Content-Length`` over ``limit`` is answered 413 before
+      the app runs; a body without one (chunked) is counted as the app reads it, and at the
+      first byte over this layer answers 413 itself, tells the app the client went away and
+      drops whatever the app then sends (FastAPI turns a failed body read into a 400). A
+      declared length is the most the server passes on, so such a body is not counted;
+    - the crash barrier: an unhandled exception is logged and answered as a well-formed
+      500 problem (Starlette's own last resort re-raises after answering, and the server
+      then closes the connection; here keep-alive clients keep theirs). If the response
+      had already started, there is nothing well-formed left to send, and the exception
+      goes on to the server.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in UNTRACED_PATHS:
+            await self._answer(scope, receive, send, None)
+            return
+        method = scope["method"]
+        span = tracer().start_span(
+            f"{method} {path}",
+            context=request_parent(scope["headers"]),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": path},
+        )
+        if not span.is_recording():
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                await self._answer(scope, receive, send, None)
+            finally:
+                otel_context.detach(token)
+            return
+        status: list[int] = []
+        with trace.use_span(span, end_on_exit=True):
+            await self._answer(scope, receive, send, status)
+            route = getattr(scope.get("route"), "path", None)
+            if route is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            if status:
+                span.set_attribute("http.response.status_code", status[0])
+                if status[0] >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, status: list[int] | None
+    ) -> None:
+        path: str = scope["path"]
+        docs = path in DOCS_PATHS
+        limit = self.limit
+        declared = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    too_large = PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+                    await problem_response(too_large, path)(
+                        scope, receive, _secured(send, docs, status)
+                    )
+                    return
+                declared = True
+        started = False  # the app's answer has begun
+        answered = False  # this layer answered 413 in the app's place
+
+        async def app_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if answered:
+                    return
+                headers: Headers = message.get("headers", [])
+                message = {**message, "headers": [*headers, *extra_headers(headers, docs)]}
+                if status is not None:
+                    status.append(message["status"])
+            elif answered:
+                return
+            await send(message)
+
+        app_receive = receive
+        if not declared:
+            received = 0
+            refused = False  # the body went over the limit: the app reads no more of it
+
+            async def limited_receive() -> Message:
+                nonlocal received, refused, answered
+                if refused:
+                    return _DISCONNECT
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        refused = True
+                        if not started:
+                            answered = True
+                            too_large = PayloadTooLarge(
+                                f"request bodies are limited to {limit} bytes"
+                            )
+                            secured = _secured(send, docs, status)
+                            await problem_response(too_large, path)(scope, receive, secured)
+                        return _DISCONNECT
+                return message
+
+            app_receive = limited_receive
+        try:
+            await self.app(scope, app_receive, app_send)
+        except Exception as exc:
+            log.error(
+                "unhandled exception in request",
+                method=scope.get("method"),
+                path=path,
+                exc_info=exc,
+            )
+            if started:
+                raise
+            await problem_response(InternalError(), path)(scope, app_receive, app_send)
+
+
+def _secured(send: Send, docs: bool, status: list[int] | None) -> Send:
+    """``send`` with the security headers (and the status noted for the span): this
+    layer's own 413 answers."""
+
+    async def secured_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers: Headers = message.get("headers", [])
+            message = {**message, "headers": [*headers, *extra_headers(headers, docs)]}
+            if status is not None:
+                status.append(message["status"])
+        await send(message)
+
+    return secured_send
 
 
 class Worker(Protocol):
