@@ -77,6 +77,9 @@ def build_app(
         title=title,
         version="1.0.0",
         lifespan=lifespan,
+        # RequestLayer does the tracing; FastAPI's own telemetry (off while no global
+        # provider is set) would otherwise still look the providers up on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.auth = Authenticator.from_settings(settings)
