@@ -154,6 +154,7 @@ class OrderService:
         )
         if errors:
             raise InvalidOrder([FieldError(field_prefix + e.field, e.message) for e in errors])
+        canonical = order.canonical()  # dumped once: the items column and the hash
         completed_at = None
         placed_at = order.placed_at or now
         if order.status == "completed":
@@ -166,11 +167,11 @@ class OrderService:
             buyer_ref=order.buyer_ref,
             currency=order.currency,
             total_minor=order.total_minor,
-            items_json=orjson.dumps([item.model_dump() for item in order.items]).decode(),
+            items_json=orjson.dumps(canonical["items"]).decode(),
             placed_at=placed_at,
             status=order.status,
             completed_at=completed_at,
-            request_hash=domain.request_hash(order.canonical()),
+            request_hash=domain.request_hash(canonical),
         )
 
     def _completed_message(
