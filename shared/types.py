@@ -38,9 +38,16 @@ def storable_text(value: str) -> str:
 
 def bounded_timestamp(value: datetime) -> datetime:
     """``value`` in UTC, if it lies from ``EARLIEST`` to ``LATEST`` (both included)."""
-    if not EARLIEST <= value <= LATEST:
+    # Converted first, then compared: two datetimes with the same tzinfo object compare
+    # without asking it for offsets, and a parsed value's tzinfo (pydantic's) answers
+    # ``utcoffset`` slowly. Outside years 1 to 9999 in UTC, the conversion overflows.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
         raise ValueError(f"must be from {EARLIEST.isoformat()} to {LATEST.isoformat()}")
-    return value.astimezone(UTC)
+    return utc
 
 
 def bounded_day(value: date) -> date:

@@ -69,6 +69,16 @@ def test_timestamps_outside_2000_to_2100_are_refused(value: datetime) -> None:
 
 
 @pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2100-01-01T00:00:01Z"]
+)
+def test_timestamps_whose_utc_overflows_are_refused_with_the_range(value: str) -> None:
+    with pytest.raises(ValidationError, match="must be from 2000-01-01T00:00:00"):
+        TIMESTAMP.validate_python(value)
+    with pytest.raises(ValidationError, match="must be from 2000-01-01T00:00:00"):
+        TIMESTAMP.validate_json(f'"{value}"')
+
+
+@pytest.mark.parametrize(
     ("value", "ok"),
     [
         ("0001-01-01", False),
