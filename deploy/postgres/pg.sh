@@ -50,6 +50,15 @@ as_server_user() {
   if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$os_user" -- "$@"); else "$@"; fi
 }
 
+# lz4 if this server was built with it (Debian's is), else pglz ("on").
+wal_compression_method() {
+  if as_server_user "$1/postgres" -D "$2" -C wal_compression -c wal_compression=lz4 >/dev/null 2>&1; then
+    echo lz4
+  else
+    echo on
+  fi
+}
+
 running_in() { [ -f "$1/data/postmaster.pid" ] && as_server_user "$(find_bin)/pg_ctl" -D "$1/data" status >/dev/null 2>&1; }
 running() { running_in "$var"; }
 
@@ -91,7 +100,10 @@ shared_buffers = 512MB
 work_mem = 16MB
 maintenance_work_mem = 128MB
 synchronous_commit = on
-wal_compression = on
+# Full-page images (the first change of each page after a checkpoint) compressed with lz4:
+# a fifth of pglz's CPU for a WAL no larger (BENCHMARKS.md, "PostgreSQL settings and
+# indexes"); pglz where the server was built without lz4. full_page_writes stays on.
+wal_compression = $(wal_compression_method "$bin" "$var/data")
 max_wal_size = 2GB
 checkpoint_timeout = 15min
 logging_collector = off
@@ -106,6 +118,12 @@ CONF
   fi
   if running; then echo "postgres: already running on 127.0.0.1:$port"; return 0; fi
   as_server_user "$bin/pg_ctl" -D "$var/data" -l "$var/postgres.log" -w -t 60 start >/dev/null
+  # A cluster created before wal_compression = lz4 was written above gets it here (ALTER
+  # SYSTEM, applied by a reload: no restart).
+  if [ "$(wal_compression_method "$bin" "$var/data")" = lz4 ] && [ "$(primary_sql "SHOW wal_compression")" != lz4 ]; then
+    primary_sql "ALTER SYSTEM SET wal_compression = 'lz4'" >/dev/null
+    primary_sql "SELECT pg_reload_conf()" >/dev/null
+  fi
   for db in $databases; do
     if ! as_server_user "$bin/psql" -h 127.0.0.1 -p "$port" -U gfg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1; then
       as_server_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U gfg "$db"
