@@ -26,6 +26,9 @@ standby_port=${GFG_PG_STANDBY_PORT:-55433}
 slot=${GFG_PG_SLOT:-gfg_standby}
 databases=${GFG_PG_DATABASES:-orders donations charities orders_test donations_test charities_test}
 os_user=gfg
+# When checkpoints come: after this much time, or after about max_wal_size / 1.9 of WAL.
+max_wal_size=8GB
+checkpoint_timeout=30min
 
 find_bin() {
   local d
@@ -48,6 +51,31 @@ install() {
 as_server_user() {
   # From / so that a checkout the server user may not enter causes no warning.
   if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$os_user" -- "$@"); else "$@"; fi
+}
+
+# lz4 if this server was built with it (Debian's is), else pglz ("on").
+wal_compression_method() {
+  if as_server_user "$1/postgres" -D "$2" -C wal_compression -c wal_compression=lz4 >/dev/null 2>&1; then
+    echo lz4
+  else
+    echo on
+  fi
+}
+
+# A cluster created with older settings gets the WAL settings written above by ALTER SYSTEM
+# (postgresql.auto.conf), applied by a reload: none of them needs a restart.
+wal_settings() {
+  local setting name value changed=""
+  for setting in "wal_compression $(wal_compression_method "$1" "$var/data")" \
+    "max_wal_size $max_wal_size" "checkpoint_timeout $checkpoint_timeout"; do
+    read -r name value <<<"$setting"
+    # "on" is what an older cluster's file says; SHOW names it pglz.
+    if [ "$value" != on ] && [ "$(primary_sql "SHOW $name")" != "$value" ]; then
+      primary_sql "ALTER SYSTEM SET $name = '$value'" >/dev/null
+      changed=1
+    fi
+  done
+  if [ -n "$changed" ]; then primary_sql "SELECT pg_reload_conf()" >/dev/null; fi
 }
 
 running_in() { [ -f "$1/data/postmaster.pid" ] && as_server_user "$(find_bin)/pg_ctl" -D "$1/data" status >/dev/null 2>&1; }
@@ -91,9 +119,15 @@ shared_buffers = 512MB
 work_mem = 16MB
 maintenance_work_mem = 128MB
 synchronous_commit = on
-wal_compression = on
-max_wal_size = 2GB
-checkpoint_timeout = 15min
+# The write-ahead log (docs/OPERATIONS.md, "PostgreSQL settings"; measured in BENCHMARKS.md,
+# "PostgreSQL settings and indexes"). Every page changed after a checkpoint is written whole
+# once more (full_page_writes stays on): lz4 compresses those images for a fifth of pglz's
+# CPU (pglz, "on", where the server lacks lz4), and checkpoints come after 30 minutes or
+# about 4 GB of WAL (max_wal_size / 1.9), not every 1 GB. Older clusters get the same at
+# start (wal_settings below).
+wal_compression = $(wal_compression_method "$bin" "$var/data")
+max_wal_size = $max_wal_size
+checkpoint_timeout = $checkpoint_timeout
 logging_collector = off
 log_min_messages = warning
 # A hot standby may stream from this cluster (pg.sh standby-start); a slot it left behind
@@ -106,6 +140,7 @@ CONF
   fi
   if running; then echo "postgres: already running on 127.0.0.1:$port"; return 0; fi
   as_server_user "$bin/pg_ctl" -D "$var/data" -l "$var/postgres.log" -w -t 60 start >/dev/null
+  wal_settings "$bin"
   for db in $databases; do
     if ! as_server_user "$bin/psql" -h 127.0.0.1 -p "$port" -U gfg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1; then
       as_server_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U gfg "$db"

@@ -1,5 +1,7 @@
 """The donations log's benchmarks, on a fresh database ``<GFG_DONATIONS_DB>_logbench``
-(dropped afterwards):
+(dropped and created again at the start of each run, kept after it: a ``DROP DATABASE``
+forces a checkpoint, which after the run would land right before the next module's
+measured part and make its first writes of every page full-page images):
 
 - ``log.append_leaves_per_s``: the sequencer draining pre-recorded entries. Ledger entries
   are inserted first with the consumer's own statement (its trigger queues one pending
@@ -88,12 +90,11 @@ def _settings() -> Settings:
     )
 
 
-async def _recreate(settings: Settings, name: str, *, create: bool = True) -> None:
+async def _recreate(settings: Settings, name: str) -> None:
     conn: asyncpg.Connection[Any] = await asyncpg.connect(settings.dsn("postgres"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if create:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
@@ -126,65 +127,62 @@ async def run() -> list[Figure]:
     database = f"{settings.donations_db}_logbench"
     dsn = settings.dsn(database)
     await _recreate(settings, database)
+    await migrate(dsn, MIGRATIONS)
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
     try:
-        await migrate(dsn, MIGRATIONS)
-        conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
+        for start in range(0, ENTRIES, INSERT_CHUNK):
+            async with conn.transaction():
+                await repository.insert_entries(
+                    conn, _entries(start, INSERT_CHUNK), datetime.now(UTC)
+                )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    origin = settings.donations_log_origin
+    signer_key = generate_key(origin)[0]
+    sequencer = Sequencer(
+        origin=origin,
+        dsn=dsn,
+        signer=Signer.from_key(signer_key),
+        sources=LEAF_SOURCES,
+        batch_size=BATCH,
+    )
+    try:
+        if not await sequencer.claim():
+            raise RuntimeError("another sequencer holds the bench log")
+        backend = sequencer.server_pid()
+        started, cpu = time.perf_counter(), time.process_time()
+        pg_cpu = process_seconds(backend)
+        while await sequencer.sequence_once():
+            pass
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        pg_cpu = process_seconds(backend) - pg_cpu
+        print(
+            f"# append: {ENTRIES} leaves in {elapsed:.2f} s, sequencer CPU {cpu:.2f} s,"
+            f" its PostgreSQL backend {pg_cpu:.2f} s",
+            file=sys.stderr,
+        )
+        conn = await asyncpg.connect(dsn)
         try:
-            for start in range(0, ENTRIES, INSERT_CHUNK):
-                async with conn.transaction():
-                    await repository.insert_entries(
-                        conn, _entries(start, INSERT_CHUNK), datetime.now(UTC)
-                    )
+            size = await conn.fetchval("SELECT size FROM log_tree")
+            hashes = await conn.fetchval("SELECT count(*) FROM log_hash")
+            if size != ENTRIES or hashes != stored_hash_count(ENTRIES):
+                raise AssertionError(f"log has {size} leaves and {hashes} hashes")
+            posted = int((await conn.execute(_POST_EVEN_ORDERS)).split()[-1])
             await conn.execute("VACUUM ANALYZE")
         finally:
             await conn.close()
-        origin = settings.donations_log_origin
-        signer_key = generate_key(origin)[0]
-        sequencer = Sequencer(
-            origin=origin,
-            dsn=dsn,
-            signer=Signer.from_key(signer_key),
-            sources=LEAF_SOURCES,
-            batch_size=BATCH,
-        )
-        try:
-            if not await sequencer.claim():
-                raise RuntimeError("another sequencer holds the bench log")
-            backend = sequencer.server_pid()
-            started, cpu = time.perf_counter(), time.process_time()
-            pg_cpu = process_seconds(backend)
-            while await sequencer.sequence_once():
-                pass
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            pg_cpu = process_seconds(backend) - pg_cpu
-            print(
-                f"# append: {ENTRIES} leaves in {elapsed:.2f} s, sequencer CPU {cpu:.2f} s,"
-                f" its PostgreSQL backend {pg_cpu:.2f} s",
-                file=sys.stderr,
-            )
-            conn = await asyncpg.connect(dsn)
-            try:
-                size = await conn.fetchval("SELECT size FROM log_tree")
-                hashes = await conn.fetchval("SELECT count(*) FROM log_hash")
-                if size != ENTRIES or hashes != stored_hash_count(ENTRIES):
-                    raise AssertionError(f"log has {size} leaves and {hashes} hashes")
-                posted = int((await conn.execute(_POST_EVEN_ORDERS)).split()[-1])
-                await conn.execute("VACUUM ANALYZE")
-            finally:
-                await conn.close()
-            while await sequencer.sequence_once():  # the postings' leaves (not timed)
-                pass
-        finally:
-            await sequencer.close()
-        figures = [
-            Figure("log.append_leaves_per_s", ENTRIES / elapsed, "leaves/s"),
-            Figure("log.append_cpu_s_per_100k", cpu * 100_000 / ENTRIES, "s"),
-        ]
-        if os.environ.get("GFG_BENCH_LOG_APPEND_ONLY"):
-            return figures
-        return figures + await _bench_proofs(settings, database, signer_key, posted)
+        while await sequencer.sequence_once():  # the postings' leaves (not timed)
+            pass
     finally:
-        await _recreate(settings, database, create=False)
+        await sequencer.close()
+    figures = [
+        Figure("log.append_leaves_per_s", ENTRIES / elapsed, "leaves/s"),
+        Figure("log.append_cpu_s_per_100k", cpu * 100_000 / ENTRIES, "s"),
+    ]
+    if os.environ.get("GFG_BENCH_LOG_APPEND_ONLY"):
+        return figures
+    return figures + await _bench_proofs(settings, database, signer_key, posted)
 
 
 def _wrk(url: str, script: str) -> tuple[float, int, float, str]:
