@@ -10,7 +10,7 @@ UTF-8(order_id) || 0x00 || salt, with the order's 16 random salt bytes (docs/LOG
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any, TypeAlias
@@ -75,7 +75,6 @@ def posting_leaf(row: Row) -> bytes:
     )
 
 
-_itemgetter: Any = itemgetter  # typeshed's overloads take neither a starred list nor str
 # The columns of ``repository.ledger_leaf_rows`` that ``entry_leaves`` reads, in order.
 _ENTRY_COLUMNS = (
     "seq",
@@ -103,11 +102,9 @@ def entry_leaves(rows: Sequence[Row]) -> dict[str, bytes]:
     first = rows[0]
     if isinstance(first, asyncpg.Record):
         names = list(first.keys())
-        columns: Callable[[Row], tuple[Any, ...]] = _itemgetter(
-            *[names.index(c) for c in _ENTRY_COLUMNS]
-        )
+        columns = itemgetter(*[names.index(c) for c in _ENTRY_COLUMNS])
     else:
-        columns = _itemgetter(*_ENTRY_COLUMNS)
+        columns = itemgetter(*_ENTRY_COLUMNS)
     times: dict[datetime, str] = {}
     commitments: dict[tuple[str, bytes], str] = {}
     out: dict[str, bytes] = {}

@@ -177,8 +177,7 @@ class Sequencer:
             if new:
                 size = await store.tree_size(conn)
                 peaks = await store.hashes(conn, tree_hash_indexes(size))
-                hashed = leaf_hashes([leaf for _, _, leaf in new])
-                stored, peaks = append_leaves(size, peaks, hashed)
+                stored, peaks = append_leaves(size, peaks, leaf_hashes(leaf for *_, leaf in new))
                 await store.append(conn, size, new, stored, stored_hash_count(size))
             await store.delete_pending(conn, [p.id for p in batch])
             if new:

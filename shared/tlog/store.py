@@ -194,18 +194,14 @@ async def append(
 ) -> None:
     """Writes ``leaves`` (record_table, record_key, leaf) from index ``old_size`` on and
     their stored hashes from ``first_hash_index`` on (COPY), then moves the tree size."""
-    # The rows are made lazily as COPY encodes them (zip), each freed before the next:
-    # a list of them all cost more than the encoding (allocations, and the collector
-    # passes that many live tuples set off).
-    tables, keys, data = zip(*leaves, strict=True) if leaves else ((), (), ())
     await conn.copy_records_to_table(
         "log_leaf",
-        records=zip(range(old_size, old_size + len(leaves)), tables, keys, data, strict=True),
+        records=[(old_size + i, t, k, leaf) for i, (t, k, leaf) in enumerate(leaves)],
         columns=("leaf_index", "record_table", "record_key", "leaf"),
     )
     await conn.copy_records_to_table(
         "log_hash",
-        records=zip(range(first_hash_index, first_hash_index + len(stored)), stored, strict=True),
+        records=[(first_hash_index + i, h) for i, h in enumerate(stored)],
         columns=("hash_index", "hash"),
     )
     status = await conn.execute(_SET_SIZE, old_size + len(leaves), old_size)

@@ -147,11 +147,14 @@ def test_the_batch_path_is_byte_identical_to_entry_leaf(
 ) -> None:
     # Orders repeat, some with another salt: the batch's cache of commitments must key
     # on both; times repeat too (the batch formats each once).
-    rows = []
-    for n, d in enumerate(drawn):
-        row = _row(seq=n, order_id=f"o-{d['order']}")
-        row.update((k, v) for k, v in d.items() if k != "order")
-        rows.append(row)
+    rows = [
+        _row(
+            seq=n,
+            order_id=f"o-{d['order']}",
+            **{k: v for k, v in d.items() if k != "order"},
+        )
+        for n, d in enumerate(drawn)
+    ]
     assert entry_leaves(rows) == {str(n): entry_leaf(r) for n, r in enumerate(rows)}
 
 
