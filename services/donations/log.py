@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from operator import itemgetter
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -75,65 +74,17 @@ def posting_leaf(row: Row) -> bytes:
     )
 
 
-# The columns of ``repository.ledger_leaf_rows`` that ``entry_leaves`` reads, in order.
-_ENTRY_COLUMNS = (
-    "seq",
-    "entry_id",
-    "order_id",
-    "kind",
-    "amount_minor",
-    "currency",
-    "project_id",
-    "seller_id",
-    "rule_version",
-    "campaign_id",
-    "recorded_at",
-    "salt",
-)
-
-
 def entry_leaves(rows: Sequence[Row]) -> dict[str, bytes]:
-    """``entry_leaf`` of each row by seq, byte for byte, for a whole batch: each distinct
-    time formatted once (the entries of one consumed batch share their recorded_at), each
-    order's commitment hashed once (an order's entries come together), the columns of an
-    ``asyncpg.Record`` read by position (by name costs a lookup per column)."""
-    if not rows:
-        return {}
-    first = rows[0]
-    if isinstance(first, asyncpg.Record):
-        names = list(first.keys())
-        columns = itemgetter(*[names.index(c) for c in _ENTRY_COLUMNS])
-    else:
-        columns = itemgetter(*_ENTRY_COLUMNS)
+    """``entry_leaf`` of each row by seq, formatting each distinct time once (the entries
+    of one consumed batch share their recorded_at)."""
     times: dict[datetime, str] = {}
-    commitments: dict[tuple[str, bytes], str] = {}
     out: dict[str, bytes] = {}
     for row in rows:
-        (seq, entry_id, order_id, kind, amount, currency, project_id, seller_id, rule_version,
-         campaign_id, at, salt) = columns(row)  # fmt: skip
-        recorded_at = times.get(at)
-        if recorded_at is None:
-            recorded_at = times[at] = format_time(at)
-        salt = bytes(salt)
-        commitment = commitments.get((order_id, salt))
-        if commitment is None:
-            commitment = commitments[(order_id, salt)] = order_commitment(order_id, salt)
-        match = kind in MATCH_KINDS
-        out[str(seq)] = canonical_json(
-            {
-                "type": "entry",
-                "entry_id": str(entry_id),
-                "kind": kind,
-                "amount_minor": int(amount),
-                "currency": currency,
-                "project_id": str(project_id),
-                "seller_id": seller_id,
-                "rule_version": None if match else rule_version,
-                "campaign_id": _uuid(campaign_id) if match else None,
-                "order_commitment": commitment,
-                "recorded_at": recorded_at,
-            }
-        )
+        at = row["recorded_at"]
+        text = times.get(at)
+        if text is None:
+            text = times[at] = format_time(at)
+        out[str(row["seq"])] = entry_leaf(row, text)
     return out
 
 

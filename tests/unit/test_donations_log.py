@@ -119,45 +119,6 @@ def test_batch_leaves_equal_single_leaves() -> None:
     assert entry_leaves(rows) == {str(n): entry_leaf(r) for n, r in enumerate(rows)}
 
 
-_ENTRY_ROWS = st.lists(
-    st.fixed_dictionaries(
-        {
-            "order": st.integers(0, 3),
-            "salt": st.sampled_from([bytes(range(16)), bytes(16), b"\xff" * 16]),
-            "kind": st.sampled_from(["accrual", "reversal", "match", "match_reversal"]),
-            "amount_minor": st.integers(-(2**53), 2**53),
-            "seller_id": st.text(max_size=12),
-            "rule_version": st.none() | st.integers(0, 10**6),
-            "campaign_id": st.none() | st.uuids(),
-            "recorded_at": st.sampled_from(
-                [
-                    datetime(2026, 11, 28, 11, 52, 13, 0, tzinfo=UTC),
-                    datetime(2026, 11, 28, 11, 52, 13, 640143, tzinfo=timezone(timedelta(hours=8))),
-                ]
-            ),
-        }
-    ),
-    max_size=12,
-)
-
-
-@given(_ENTRY_ROWS)
-def test_the_batch_path_is_byte_identical_to_entry_leaf(
-    drawn: list[dict[str, object]],
-) -> None:
-    # Orders repeat, some with another salt: the batch's cache of commitments must key
-    # on both; times repeat too (the batch formats each once).
-    rows = [
-        _row(
-            seq=n,
-            order_id=f"o-{d['order']}",
-            **{k: v for k, v in d.items() if k != "order"},
-        )
-        for n, d in enumerate(drawn)
-    ]
-    assert entry_leaves(rows) == {str(n): entry_leaf(r) for n, r in enumerate(rows)}
-
-
 def test_the_key_file_is_made_once_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "var" / "log-key"
     first = load_or_create_signer(ORIGIN, None, path)
