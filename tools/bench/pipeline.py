@@ -15,7 +15,9 @@ the services run with their defaults (the return window, the donations log).
   includes it (polled every 10 ms with If-None-Match).
 
 ``GFG_BENCH_ORDERS_URL``, ``GFG_BENCH_DONATIONS_URL`` and ``GFG_BENCH_CHARITIES_URL`` point
-it at services other than ``make run``'s.
+it at services other than ``make run``'s. ``GFG_BENCH_PIPELINE_PARTS`` (comma-separated,
+default ``throughput,freshness``) chooses the phases: ``freshness`` alone measures it on a
+stack that no throughput phase has just loaded.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ STEADY_RATE = 2000
 STEADY_SECONDS = 15
 STEADY_BATCH = 100
 SELLERS = 20
+PARTS = os.environ.get("GFG_BENCH_PIPELINE_PARTS", "throughput,freshness").split(",")
 
 
 def _headers(role: Role, sellers: list[str]) -> dict[str, str]:
@@ -208,20 +211,23 @@ class Pipeline:
 
 
 async def run() -> list[Figure]:
+    figures: list[Figure] = []
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=16)) as client:
         pipeline = Pipeline(client)
         await pipeline.setup()
-        per_s = await pipeline.throughput()
-        fresh = sorted(await pipeline.freshness())
-    p99 = fresh[min(len(fresh) - 1, int(len(fresh) * 0.99))]
-    stage_cpu = [
-        Figure(f"pipeline.cpu_ms_per_order.{stage}", ms, "ms")
-        for stage, ms in sorted(pipeline.cpu_ms.items())
-    ]
-    return [
-        Figure("pipeline.orders_per_s", per_s, "orders/s"),
-        *stage_cpu,
-        Figure("pipeline.cpu_ms_per_order", sum(pipeline.cpu_ms.values()), "ms"),
-        Figure("pipeline.freshness_p50_ms", statistics.median(fresh) * 1000, "ms"),
-        Figure("pipeline.freshness_p99_ms", p99 * 1000, "ms"),
-    ]
+        if "throughput" in PARTS:
+            per_s = await pipeline.throughput()
+            figures.append(Figure("pipeline.orders_per_s", per_s, "orders/s"))
+            figures += [
+                Figure(f"pipeline.cpu_ms_per_order.{stage}", ms, "ms")
+                for stage, ms in sorted(pipeline.cpu_ms.items())
+            ]
+            figures.append(Figure("pipeline.cpu_ms_per_order", sum(pipeline.cpu_ms.values()), "ms"))
+        if "freshness" in PARTS:
+            fresh = sorted(await pipeline.freshness())
+            p99 = fresh[min(len(fresh) - 1, int(len(fresh) * 0.99))]
+            figures.append(
+                Figure("pipeline.freshness_p50_ms", statistics.median(fresh) * 1000, "ms")
+            )
+            figures.append(Figure("pipeline.freshness_p99_ms", p99 * 1000, "ms"))
+    return figures
