@@ -143,17 +143,23 @@ launch() {
   echo $! >"$dir/kafka.pid"
 }
 
-# Waits for node $1: a cluster node starts only once a majority of the quorum runs.
+# Waits for node $1: a cluster node starts only once a majority of the quorum runs. A
+# broker with many partitions on disk (every test namespace leaves its topics) loads
+# them all before it listens, about 90 s for 4,800 of them here: it is given 300 s, and
+# says every 15 s that it is still starting.
 await_node() {
-  local i=$1 dir=${dirs[$1]}
-  for _ in $(seq 1 600); do
+  local i=$1 dir=${dirs[$1]} tick
+  for tick in $(seq 1 3000); do
     if grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null && ready "$i"; then
       echo "kafka: up on 127.0.0.1:${ports[i]} (pid $(cat "$dir/kafka.pid"))"; return 0
     fi
     if ! running "$i"; then echo "kafka: exited during start; see $dir/kafka.log" >&2; tail -20 "$dir/kafka.log" >&2; return 1; fi
+    if ((tick % 150 == 0)); then
+      echo "kafka: still starting on 127.0.0.1:${ports[i]} after $((tick / 10)) s ($(find "$dir/data" -mindepth 1 -maxdepth 1 -type d | wc -l) partition folders to load)"
+    fi
     sleep 0.1
   done
-  echo "kafka: not listening after 60 s; see $dir/kafka.log" >&2
+  echo "kafka: not listening after 300 s; see $dir/kafka.log" >&2
   return 1
 }
 
