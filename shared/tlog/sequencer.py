@@ -5,18 +5,27 @@ a session advisory lock on its own connection, and runs each batch on that conne
 If the connection (or the process) dies, the lock goes with it and another process takes
 over on its next claim.
 
-One batch is ONE transaction (see ``shared.tlog.store`` for the tables): read up to
-``batch_size`` pending rows oldest first, build their leaves (one statement per record
-table, through the service's ``LeafSource``), read the tree's peaks once, compute every
-new stored hash with ``append_leaves``, COPY the leaves and hashes, delete exactly the
-pending rows read, move the tree size, store a checkpoint of the new size signed with the
-log's key; commit. Hence:
+A batch has two steps. Reading: up to ``batch_size`` pending rows oldest first, and
+their leaves built (one statement per record table, through the service's ``LeafSource``;
+an order's salt is made there, by its own statement, committed at once) and hashed.
+Appending, ONE transaction on the owning connection (see ``shared.tlog.store`` for the
+tables): read the tree's peaks once, compute every new stored hash with
+``append_leaves``, COPY the leaves and hashes, delete exactly the pending rows read, move
+the tree size, store a checkpoint of the new size signed with the log's key; commit.
+
+``drain`` pipelines them: while batch N is appended on the owning connection, batch N+1
+is read and built on a second one, so that the sequencer's own work (building and
+hashing) and PostgreSQL's (the COPY and the commit) overlap. Batch N+1 is read while N's
+deletes are not committed yet, so it leaves out N's pending rows (by id) and N's records
+(a record enqueued twice); it is appended only after N committed, on the same
+connection, so leaves keep the order in which the batches were read. If N fails, N+1 is
+thrown away with it and both are read again. Hence:
 
 - A record gets exactly one leaf. Its pending row is deleted by the transaction that
   appends its leaf; a crash (kill -9 included) anywhere in the batch rolls all of it
-  back and the rows are sequenced again. A record already holding a leaf (a pending row
-  enqueued twice by hand) is dropped, never appended twice (and ``log_leaf``'s unique
-  key would refuse it).
+  back and the rows are sequenced again (a salt made for it stays, and is used then).
+  A record already holding a leaf (a pending row enqueued twice by hand) is dropped,
+  never appended twice (and ``log_leaf``'s unique key would refuse it).
 - The tree only grows and every checkpoint stored is of the tree as committed, so each
   is consistent with every earlier one; a size is never signed with two roots.
 - Leaves follow the order of the pending rows as read, not the records' own sequence:
@@ -31,8 +40,8 @@ use at once and an empty log has its size-0 checkpoint.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -74,6 +83,18 @@ class UnknownRecordTable(RuntimeError):
     pass
 
 
+class _Batch(NamedTuple):
+    """A batch read and built, ready to append: its pending rows' ids, its new leaves
+    (record_table, record_key, leaf) in the order read, and their leaf hashes."""
+
+    ids: list[int]
+    leaves: list[tuple[str, str, bytes]]
+    hashes: list[bytes]
+
+    def records(self) -> set[tuple[str, str]]:
+        return {(t, k) for t, k, _ in self.leaves}
+
+
 class Sequencer:
     """The background worker of one log (``run``/``stop``, as ``shared.web.Workers`` wants)."""
 
@@ -98,6 +119,7 @@ class Sequencer:
         self._claim_interval = claim_interval_seconds
         self._on_checkpoint = on_checkpoint
         self._conn: asyncpg.Connection[Any] | None = None
+        self._reader: asyncpg.Connection[Any] | None = None  # drain's second connection
         self._owner = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -119,10 +141,9 @@ class Sequencer:
                 if not await self.claim():
                     await self._sleep(self._claim_interval)
                     continue
-                appended = await self.sequence_once()
+                await self.drain()
                 backoff = 0.1
-                if appended < self._batch_size:
-                    await self._wait_for_work()
+                await self._wait_for_work()
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 await self._disconnect()
                 log.warning("log sequencer waiting for the database", error=str(exc))
@@ -148,9 +169,13 @@ class Sequencer:
                 await self.sign_current()
         return self._owner
 
-    def server_pid(self) -> int:
-        """The process id of this sequencer's PostgreSQL backend (benchmarks)."""
-        return self._require_owner().get_server_pid()
+    def server_pids(self) -> list[int]:
+        """The process ids of this sequencer's PostgreSQL backends: the owning
+        connection's, then drain's reader's once it has one (benchmarks)."""
+        pids = [self._require_owner().get_server_pid()]
+        if self._reader is not None and not self._reader.is_closed():
+            pids.append(self._reader.get_server_pid())
+        return pids
 
     async def close(self) -> None:
         await self._disconnect()
@@ -166,35 +191,76 @@ class Sequencer:
         return checkpoint
 
     async def sequence_once(self) -> int:
-        """One batch (see the module docstring); returns how many leaves it appended."""
+        """One batch, read and appended on the owning connection (see the module
+        docstring); returns how many leaves it appended."""
         conn = self._require_owner()
+        batch = await self._read(conn, (), ())
+        return 0 if batch is None else await self._append(conn, batch)
+
+    async def drain(self) -> int:
+        """Appends batches until a batch is not full, reading each next one on a second
+        connection while the one before is appended (see the module docstring); returns
+        how many leaves it appended."""
+        conn = self._require_owner()
+        if self._reader is None or self._reader.is_closed():
+            self._reader = await connect(self._dsn)
+        reader = self._reader
+        appended = 0
+        batch = await self._read(reader, (), ())
+        while batch is not None:
+            appending = asyncio.ensure_future(self._append(conn, batch))
+            following = None
+            try:
+                if len(batch.ids) >= self._batch_size:
+                    following = await self._read(reader, batch.ids, batch.records())
+            finally:
+                # Awaited whatever the read did: a failed append throws ``following``
+                # away with it, and a failed read leaves no append running.
+                appended += await appending
+            batch = following
+        return appended
+
+    async def _read(
+        self, conn: Conn, in_flight: Sequence[int], in_flight_records: Collection[tuple[str, str]]
+    ) -> _Batch | None:
+        """The next batch: up to ``batch_size`` pending rows oldest first, leaving out the
+        rows ``in_flight`` (a batch being appended: its deletes are not committed yet)
+        and the records it appends."""
+        rows = await store.pending(conn, self._batch_size, in_flight)
+        if not rows:
+            return None
+        new = await self._build(conn, rows, in_flight_records)
+        return _Batch([r.id for r in rows], new, leaf_hashes(leaf for *_, leaf in new))
+
+    async def _append(self, conn: Conn, batch: _Batch) -> int:
+        """Appends ``batch`` in one transaction and publishes its checkpoint."""
+        new = batch.leaves
+        checkpoint = None
         async with conn.transaction():
-            batch = await store.pending(conn, self._batch_size)
-            if not batch:
-                return 0
-            new = await self._build(conn, batch)
-            checkpoint = None
             if new:
                 size = await store.tree_size(conn)
                 peaks = await store.hashes(conn, tree_hash_indexes(size))
-                stored, peaks = append_leaves(size, peaks, leaf_hashes(leaf for *_, leaf in new))
+                stored, peaks = append_leaves(size, peaks, batch.hashes)
                 await store.append(conn, size, new, stored, stored_hash_count(size))
-            await store.delete_pending(conn, [p.id for p in batch])
+            await store.delete_pending(conn, batch.ids)
             if new:
                 checkpoint = await self._sign(conn, size + len(new), root_from_peaks(peaks))
         if checkpoint is not None:
             self._published(checkpoint)
         self.appended += len(new)
         LEAVES.labels(self.origin).inc(len(new))
-        if len(new) < len(batch):
-            log.warning("pending records dropped", count=len(batch) - len(new), log=self.origin)
+        if len(new) < len(batch.ids):
+            log.warning("pending records dropped", count=len(batch.ids) - len(new), log=self.origin)
         return len(new)
 
     async def _build(
-        self, conn: Conn, batch: Sequence[store.Pending]
+        self,
+        conn: Conn,
+        batch: Sequence[store.Pending],
+        in_flight: Collection[tuple[str, str]],
     ) -> list[tuple[str, str, bytes]]:
         """(record_table, record_key, leaf) in the batch's order, each record once, none
-        that already has a leaf or no longer exists."""
+        that already has a leaf, is being appended (``in_flight``) or no longer exists."""
         by_table: dict[str, list[str]] = {}
         for p in batch:
             by_table.setdefault(p.record_table, []).append(p.record_key)
@@ -204,7 +270,9 @@ class Sequencer:
             if source is None:
                 raise UnknownRecordTable(f"log {self.origin} has no leaf source for {table}")
             done = await store.logged(conn, table, keys)
-            fresh = list(dict.fromkeys(k for k in keys if k not in done))
+            fresh = list(
+                dict.fromkeys(k for k in keys if k not in done and (table, k) not in in_flight)
+            )
             if fresh:
                 for record_key, leaf in (await source.leaves(conn, fresh)).items():
                     built[(table, record_key)] = leaf
@@ -231,13 +299,14 @@ class Sequencer:
         return self._conn
 
     async def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
         self._owner = False
-        if conn is not None and not conn.is_closed():
-            try:
-                await conn.close(timeout=2)
-            except Exception:
-                conn.terminate()
+        for conn in (self._conn, self._reader):
+            if conn is not None and not conn.is_closed():
+                try:
+                    await conn.close(timeout=2)
+                except Exception:
+                    conn.terminate()
+        self._conn = self._reader = None
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -103,6 +103,11 @@ class StoredCheckpoint:
 
 
 _PENDING = "SELECT id, record_table, record_key FROM log_pending ORDER BY id LIMIT $1"
+# The same, leaving out the rows of ``$2`` (a hashed subplan: one pass over them).
+_PENDING_SKIPPING = """
+SELECT id, record_table, record_key FROM log_pending
+WHERE id NOT IN (SELECT unnest($2::bigint[])) ORDER BY id LIMIT $1
+"""
 _DELETE_PENDING = "DELETE FROM log_pending WHERE id = ANY($1::bigint[])"
 _SIZE = "SELECT size FROM log_tree"
 _SET_SIZE = "UPDATE log_tree SET size = $1 WHERE size = $2"
@@ -148,8 +153,11 @@ class StoreError(RuntimeError):
     """The stored log is not what the kit wrote (a missing hash, a changed size)."""
 
 
-async def pending(conn: Conn, limit: int) -> list[Pending]:
-    rows = await conn.fetch(_PENDING, limit)
+async def pending(conn: Conn, limit: int, skip: Sequence[int] = ()) -> list[Pending]:
+    """Up to ``limit`` pending rows, oldest first, but those whose id is in ``skip``."""
+    rows = await (
+        conn.fetch(_PENDING_SKIPPING, limit, skip) if skip else conn.fetch(_PENDING, limit)
+    )
     return [Pending(*r) for r in rows]
 
 
