@@ -49,6 +49,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.auth import Role, issue_token
 from tools import loadgen
@@ -296,6 +297,11 @@ class Simulation:
         self.achieved: loadgen.Achieved | None = None
         # Per order, the counts it adds (cancelled, refunds_full, ...) once it was sent.
         self.planned_counts: dict[str, Counter[str]] = defaultdict(Counter)
+        # The longest wait of an orders event in the orders outbox, as its relay reports
+        # it (sampled while streaming and verifying), and the donations service's count of
+        # refunds that arrived after their order was posted, at the start.
+        self.outbox_hold = 0.0
+        self.after_posting_at_start: float | None = None
 
     def _auth(self, role: Role, sellers: list[str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(self.secret, role, sellers)}"}
@@ -320,6 +326,63 @@ class Simulation:
         if response.status_code not in expect:
             raise RuntimeError(f"{method} {url} -> {response.status_code}: {response.text}")
         return response.json()
+
+    async def metric(self, base_url: str, name: str, **labels: str) -> float | None:
+        """A sample of a service's ``/metrics`` (None when absent or unreachable)."""
+        try:
+            response = await self.client.get(f"{base_url}/metrics")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return None
+
+    async def refunds_after_posting(self) -> float | None:
+        return await self.metric(
+            self.args.donations_url,
+            "gfg_donations_refunds_after_window_total",
+            reason="after_posting",
+        )
+
+    async def watch_outbox(self, stop: asyncio.Event) -> None:
+        """Keeps the longest orders outbox hold seen, once a second until ``stop``."""
+        while not stop.is_set():
+            age = await self.metric(
+                self.args.orders_url, "gfg_outbox_oldest_age_seconds", service="orders"
+            )
+            if age is not None:
+                self.outbox_hold = max(self.outbox_hold, age)
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+    def lateness(self, after_posting: float | None) -> list[str]:
+        """What the report says of late events: the longest outbox hold seen and the
+        refunds that reached the donations service after their order was posted."""
+        grace = os.environ.get("GFG_POSTING_GRACE_S", "the services' setting")
+        lines = [
+            f"orders outbox: longest hold seen {self.outbox_hold:.1f} s"
+            f" (sampled by its relay every 5 s); posting grace {grace} s"
+        ]
+        if after_posting is not None and self.after_posting_at_start is not None:
+            late = int(after_posting - self.after_posting_at_start)
+            self.counts["refunds_after_posting"] = late
+            if late > 0:
+                lines.append(
+                    f"{late} refunds reached the donations service after their order was"
+                    " posted and reversed nothing (reason after_posting): their events"
+                    " waited longer than the posting grace on the way, which the posting"
+                    " job assumes they never do. The oracle counts them as reversals."
+                    " Run with a longer GFG_POSTING_GRACE_S for this load."
+                )
+        return lines
 
     async def setup(self) -> None:
         a = self.args
@@ -753,6 +816,8 @@ class Simulation:
                 f"..{bounds.upper}), status {campaigns[c.campaign_id]['status']}"
             )
         print(f"accruals capped at the order total: {expected.capped}")
+        for line in self.lateness(await self.refunds_after_posting()):
+            print(line)
         print("counts: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())))
         if diffs:
             for line in diffs:
@@ -768,8 +833,12 @@ async def main(args: argparse.Namespace) -> int:
         print("GFG_JWT_SECRET is not set (make simulate sets it)", file=sys.stderr)
         return 2
     sim = Simulation(args, secret)
+    stop_watching = asyncio.Event()
+    watching: asyncio.Task[None] | None = None
     try:
         await sim.setup()
+        sim.after_posting_at_start = await sim.refunds_after_posting()
+        watching = asyncio.create_task(sim.watch_outbox(stop_watching))
         await sim.stream()
         if not await sim.verify():
             return 1
@@ -781,6 +850,9 @@ async def main(args: argparse.Namespace) -> int:
             print(f"MISMATCH {line}")
         return 0 if funds.ok else 1
     finally:
+        stop_watching.set()
+        if watching is not None:
+            await watching
         await sim.client.aclose()
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).parents[2]
 # chaos test, the faults' outages), so a refund inside the window is never posted over.
 SHORT_WINDOW = {
     "GFG_RETURN_WINDOW_S": "5",
-    "GFG_POSTING_GRACE_S": "5",
+    "GFG_POSTING_GRACE_S": "15",
     "GFG_POSTING_INTERVAL_S": "0.5",
 }
 
