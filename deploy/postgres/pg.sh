@@ -138,15 +138,21 @@ max_replication_slots = 10
 max_slot_wal_keep_size = 8GB
 CONF
   fi
-  if running; then echo "postgres: already running on 127.0.0.1:$port"; return 0; fi
-  as_server_user "$bin/pg_ctl" -D "$var/data" -l "$var/postgres.log" -w -t 60 start >/dev/null
-  wal_settings "$bin"
+  if running; then
+    echo "postgres: already running on 127.0.0.1:$port"
+  else
+    as_server_user "$bin/pg_ctl" -D "$var/data" -l "$var/postgres.log" -w -t 60 start >/dev/null
+    wal_settings "$bin"
+    echo "postgres: up on 127.0.0.1:$port"
+  fi
+  # Also on a running server: a service database dropped by hand is made again (empty;
+  # the service's migrations fill it).
   for db in $databases; do
     if ! as_server_user "$bin/psql" -h 127.0.0.1 -p "$port" -U gfg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1; then
       as_server_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U gfg "$db"
+      echo "postgres: created database $db"
     fi
   done
-  echo "postgres: up on 127.0.0.1:$port"
 }
 
 stop() {
