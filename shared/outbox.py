@@ -1,8 +1,7 @@
 """Transactional outbox: events written with the state change, relayed to Kafka after.
 
 This module owns the ``outbox`` table: its DDL is ``SCHEMA``, which a producing service's
-migrations include with a ``-- include: shared.outbox`` line (see shared/migrations.py).
-A statement-level trigger NOTIFYs channel ``outbox`` so the relay wakes without polling:
+migrations include with a ``-- include: shared.outbox`` line (see shared/migrations.py):
 
     id bigserial, topic, aggregate_type, aggregate_id (the Kafka key), type,
     payload bytea (the encoded event, event_id inside), bucket (hash of the key), created_at,
@@ -10,6 +9,13 @@ A statement-level trigger NOTIFYs channel ``outbox`` so the relay wakes without 
 
 ``enqueue`` adds rows inside the caller's transaction (``INSERT_INTO`` and
 ``message_args`` let a service fold that insert into one statement of its own).
+
+The relay polls: every ``idle_poll_seconds`` (0.05 s) while it finds nothing, with one
+index probe (``EXISTS``). ``SCHEMA`` also made a trigger NOTIFY channel ``outbox`` on
+every insert, so that the relay woke at once; ``NO_NOTIFY_SCHEMA`` drops it. A transaction
+that issued NOTIFY holds, while it commits, a lock that is global to the PostgreSQL
+cluster, through its WAL flush: every such commit of every service waited for the one
+before it, and single-order writes could not share a flush (group commit).
 ``OutboxRelay`` publishes them, each with its ``traceparent`` as a record header (through a
 ``publish`` span of its own when the trace is sampled; see shared/tracing.py).
 
@@ -96,6 +102,14 @@ CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON outbox
 # Added after SCHEMA (whose text applied databases have checksummed): a producing service
 # includes it in a later migration as ``-- include: shared.outbox:TRACEPARENT_SCHEMA``.
 TRACEPARENT_SCHEMA = "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
+# SCHEMA's NOTIFY trigger, dropped (``-- include: shared.outbox:NO_NOTIFY_SCHEMA``): in
+# PostgreSQL a committing transaction that issued NOTIFY holds a lock on "database 0"
+# (cluster-wide) through its WAL flush, so single-row writers serialised on it; measured
+# in BENCHMARKS.md ("Commits without NOTIFY"). The relay polls instead.
+NO_NOTIFY_SCHEMA = """
+DROP TRIGGER IF EXISTS outbox_notify ON outbox;
+DROP FUNCTION IF EXISTS outbox_notify();
+"""
 _LOCK_NAMESPACE = 0x6766_6F62  # "gfob"
 
 PUBLISHED = Counter("gfg_outbox_published_total", "Outbox rows published", ["service"])
@@ -150,7 +164,7 @@ _COLUMNS = ("topic", "aggregate_type", "aggregate_id", "type", "payload", "trace
 
 async def enqueue(conn: Conn, messages: Sequence[OutboxMessage]) -> None:
     """Adds ``messages`` to the outbox inside the caller's transaction: one insert, or a
-    COPY for ``COPY_FROM`` rows or more (which fires the NOTIFY trigger just the same)."""
+    COPY for ``COPY_FROM`` rows or more."""
     if not messages:
         return
     if len(messages) >= COPY_FROM:
@@ -177,6 +191,8 @@ FROM outbox WHERE bucket = ANY($1::smallint[]) ORDER BY id LIMIT $2
 FOR UPDATE
 """
 _DELETE = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+# The idle poll: one index probe, outside any transaction.
+_ANY_ROW = "SELECT EXISTS (SELECT 1 FROM outbox WHERE bucket = ANY($1::smallint[]))"
 _STATS = """
 SELECT count(*) AS backlog,
        coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 AS age
@@ -195,7 +211,7 @@ class OutboxRelay:
         pool: asyncpg.Pool[Any],
         producer: Producer,
         batch_size: int = 5000,
-        idle_poll_seconds: float = 1.0,
+        idle_poll_seconds: float = 0.05,
         claim_interval_seconds: float = 5.0,
         after_publish: Callable[[Sequence[int]], Awaitable[None]] | None = None,
     ) -> None:
@@ -264,8 +280,11 @@ class OutboxRelay:
         """Publishes one batch of the owned buckets; returns how many rows it published."""
         if not self._owned:
             return 0
+        owned = sorted(self._owned)
+        if not await self._pool.fetchval(_ANY_ROW, owned):
+            return 0
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_FETCH, sorted(self._owned), self._batch_size)
+            rows = await conn.fetch(_FETCH, owned, self._batch_size)
             if not rows:
                 return 0
             send = self._producer.send
@@ -301,7 +320,6 @@ class OutboxRelay:
             return
         self._owned.clear()
         conn: asyncpg.Connection[Any] = await asyncpg.connect(self._dsn)
-        await conn.add_listener("outbox", self._on_notify)
         self._lock_conn = conn
         self._last_claim = 0.0
 
@@ -336,9 +354,6 @@ class OutboxRelay:
         assert row is not None
         BACKLOG.labels(self.service).set(row["backlog"])
         OLDEST_AGE.labels(self.service).set(row["age"])
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
 
     async def _wait_for_work(self) -> None:
         await wait_at_most(self._wake, self._idle_poll)

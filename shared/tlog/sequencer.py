@@ -30,8 +30,9 @@ thrown away with it and both are read again. Hence:
   is consistent with every earlier one; a size is never signed with two roots.
 - Leaves follow the order of the pending rows as read, not the records' own sequence:
   a record committed late joins a later batch.
-- New leaves get their checkpoint within one poll (``poll_seconds``, 0.2 s): the
-  trigger's NOTIFY wakes the sequencer at once, the poll is the fallback.
+- New leaves get their checkpoint within one poll (``poll_seconds``, 0.2 s) of being
+  queued: the sequencer polls the queue (``log_enqueue`` no longer NOTIFYs; see
+  ``shared.tlog.store``).
 
 On start (and on each takeover) it signs the current size again, so a changed key is in
 use at once and an empty log has its size-0 checkpoint.
@@ -159,9 +160,7 @@ class Sequencer:
         """Connects and takes the log's lock if free; signs the current size when it does."""
         if self._conn is None or self._conn.is_closed():
             self._owner = False
-            conn = await connect(self._dsn)
-            await conn.add_listener(store.PENDING_CHANNEL, self._on_notify)
-            self._conn = conn
+            self._conn = await connect(self._dsn)
         if not self._owner:
             self._owner = bool(await self._conn.fetchval(_CLAIM, _LOCK_NAMESPACE))
             if self._owner:
@@ -307,9 +306,6 @@ class Sequencer:
                 except Exception:
                     conn.terminate()
         self._conn = self._reader = None
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
 
     async def _wait_for_work(self) -> None:
         await wait_at_most(self._wake, self._poll)

@@ -14,6 +14,10 @@ with a ``-- include: shared.tlog.store`` line, as they include ``shared.outbox``
 
   The argument names the key column; only rows actually inserted are in the transition
   table, so a redelivered batch that hits ``ON CONFLICT DO NOTHING`` enqueues nothing.
+  ``SCHEMA``'s version of it also NOTIFYs; ``NO_NOTIFY_SCHEMA`` (a later migration)
+  replaces it with one that does not, for the reason ``shared.outbox`` gives: a committing
+  transaction that NOTIFYs holds a cluster-wide lock through its WAL flush. The sequencer
+  polls instead.
 - ``log_leaf``: leaf_index -> (record_table, record_key, leaf bytes); a record has at
   most one leaf (unique key), a leaf index exactly one record.
 - ``log_hash``: the stored hashes (``shared.tlog.hashing``'s layout) by stored-hash index.
@@ -78,7 +82,17 @@ END
 $$;
 """
 
-PENDING_CHANNEL = "log_pending"
+# ``log_enqueue`` without its NOTIFY (``-- include: shared.tlog.store:NO_NOTIFY_SCHEMA``).
+NO_NOTIFY_SCHEMA = """
+CREATE OR REPLACE FUNCTION log_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format(
+        'INSERT INTO log_pending (record_table, record_key) SELECT %L, (%I)::text FROM new',
+        TG_TABLE_NAME, TG_ARGV[0]);
+    RETURN NULL;
+END
+$$;
+"""
 
 
 class Pending(NamedTuple):

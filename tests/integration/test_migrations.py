@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,45 @@ async def test_a_database_migrated_when_0001_held_the_outbox_still_migrates(
         "VALUES ('t', 'order', 'o-1', 'x', '\\x00')"
     )
     assert await scratch_schema.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+@pytest.mark.parametrize("service", ["orders", "donations", "charities"])
+async def test_a_migrated_service_commits_its_outbox_and_log_rows_without_notify(
+    scratch_schema: asyncpg.Connection[Any], service: str
+) -> None:
+    """A committing transaction that NOTIFYs holds a cluster-wide lock through its WAL
+    flush: no write path may NOTIFY (the relay and the sequencer poll). Its own NOTIFY
+    would reach this connection, which listens, with the commit's answer."""
+    directory = Path(__file__).parents[2] / "services" / service / "migrations"
+    await apply_migrations(scratch_schema, directory)
+    heard: list[str] = []
+    for channel in ("outbox", "log_pending"):
+        await scratch_schema.add_listener(channel, lambda *args: heard.append(args[2]))
+    tables = {
+        r["relname"]
+        for r in await scratch_schema.fetch(
+            "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+        )
+    }
+    writes = 0
+    async with scratch_schema.transaction():
+        if "outbox" in tables:
+            await scratch_schema.execute(
+                "INSERT INTO outbox (topic, aggregate_type, aggregate_id, type, payload) "
+                "VALUES ('t', 'order', 'o-1', 'x', '\\x00')"
+            )
+            writes += 1
+        if "log_pending" in tables:
+            await scratch_schema.execute(
+                "CREATE TABLE logged_thing (k text PRIMARY KEY);"
+                "CREATE TRIGGER logged_thing_log AFTER INSERT ON logged_thing"
+                " REFERENCING NEW TABLE AS new FOR EACH STATEMENT"
+                " EXECUTE FUNCTION log_enqueue('k');"
+                "INSERT INTO logged_thing VALUES ('k-1')"
+            )
+            assert await scratch_schema.fetchval("SELECT count(*) FROM log_pending") == 1
+            writes += 1
+    await scratch_schema.fetchval("SELECT 1")  # any notification came before this answer
+    await asyncio.sleep(0)  # and its callback ran
+    assert writes == {"orders": 1, "donations": 2, "charities": 1}[service]
+    assert heard == []

@@ -1,0 +1,4 @@
+-- The log's queue trigger replaced by one that does not NOTIFY: a committing transaction
+-- that NOTIFYs holds a lock global to the PostgreSQL cluster through its WAL flush. The
+-- log's sequencer polls instead (shared/tlog/store.py).
+-- include: shared.tlog.store:NO_NOTIFY_SCHEMA

@@ -1,0 +1,6 @@
+-- No NOTIFY on the commit path: the outbox's trigger dropped and the log's queue trigger
+-- replaced by one that does not NOTIFY. A committing transaction that NOTIFYs holds a lock
+-- global to the PostgreSQL cluster through its WAL flush. The outbox relay and the log's
+-- sequencer poll instead (shared/outbox.py, shared/tlog/store.py).
+-- include: shared.outbox:NO_NOTIFY_SCHEMA
+-- include: shared.tlog.store:NO_NOTIFY_SCHEMA

@@ -1,0 +1,4 @@
+-- The outbox's NOTIFY trigger dropped: a committing transaction that NOTIFYs holds a lock
+-- global to the PostgreSQL cluster through its WAL flush, so every single-order commit
+-- waited for the one before it. The relay polls instead (shared/outbox.py).
+-- include: shared.outbox:NO_NOTIFY_SCHEMA
