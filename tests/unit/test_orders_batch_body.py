@@ -363,3 +363,18 @@ def test_the_lean_route_stands_in_front_of_the_batch_route() -> None:
 
     assert "create_orders_batch" in names(_LEAN)
     assert "create_orders_batch" not in names(_FASTAPI)
+
+
+def test_msgspec_takes_the_last_of_duplicate_keys_as_pydantic_does() -> None:
+    order = (
+        b'{"order_id":"a","seller_id":"shop-1","currency":"CNY","total_minor":2,'
+        b'"items":[{"item_id":"i","quantity":1,"unit_price_minor":1,"quantity":2}],'
+        b'"order_id":"b","placed_at":"2025-11-11T00:00:00Z","placed_at":"2025-11-12T00:00:00Z"}'
+    )
+    body = b'{"orders":[' + order + b"]}"
+    fast = decode_batch(body)
+    assert fast is not None
+    slow = BatchIn.model_validate_json(body).orders
+    assert [o.canonical() for o in fast] == [o.canonical() for o in slow]
+    assert fast[0].order_id == "b"
+    assert fast[0].items[0].quantity == 2
