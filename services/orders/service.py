@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from services.orders import domain
 from services.orders import repository as repo
 from services.orders.domain import FieldError, OrderStatus
-from services.orders.schemas import OrderIn, OrderOut, RefundIn, RefundOut
+from services.orders.schemas import FastOrder, OrderIn, OrderOut, RefundIn, RefundOut
 from shared.auth import Principal, ensure_seller
 from shared.db import Conn, Pool
 from shared.events import (
@@ -142,7 +142,9 @@ class OrderService:
 
     # -- ingest -----------------------------------------------------------------------
 
-    def _prepare(self, order: OrderIn, now: datetime, field_prefix: str = "") -> repo.NewOrder:
+    def _prepare(
+        self, order: OrderIn | FastOrder, now: datetime, field_prefix: str = ""
+    ) -> repo.NewOrder:
         errors = domain.check_order(
             total_minor=order.total_minor,
             items=order.items,
@@ -254,8 +256,11 @@ class OrderService:
         OUTCOMES.labels("create", "duplicate").inc()
         return Stored(order_out(row), created=False)
 
-    async def create_batch(self, orders: Sequence[OrderIn], principal: Principal) -> int:
-        """All or nothing: every order is valid and new or an exact retry, or none is kept."""
+    async def create_batch(
+        self, orders: Sequence[OrderIn | FastOrder], principal: Principal
+    ) -> int:
+        """All or nothing: every order is valid and new or an exact retry, or none is kept.
+        ``orders`` are ``BatchIn``'s, or ``decode_batch``'s (the same fields and values)."""
         denied = sorted({o.seller_id for o in orders if not principal.may_act_for(o.seller_id)})
         if denied:
             shown = ", ".join(map(repr, denied[:10]))
