@@ -199,11 +199,7 @@ _SUMS = """
            count(*) FILTER (WHERE kind = 'accrual')"""
 _FOLD = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-                         $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
-                         $10::timestamptz[])
-        AS t(entry_id, order_id, project_id, seller_id, currency, kind, amount_minor,
-             campaign_id, recorded_at, available_on)
+    SELECT * FROM unnest($1::fold_entry[])
 ), kept AS (
     INSERT INTO ledger_entry (entry_id, order_id, project_id, seller_id, currency, kind,
                               amount_minor, campaign_id, recorded_at, available_on)
@@ -269,16 +265,24 @@ async def fold_entries(conn: Conn, rows: LedgerRows) -> int:
     were new."""
     applied: int = await conn.fetchval(
         _FOLD,
-        rows.entry_id,
-        rows.order_id,
-        rows.project_id,
-        rows.seller_id,
-        rows.currency,
-        rows.kind,
-        rows.amount_minor,
-        rows.campaign_id,
-        rows.recorded_at,
-        rows.available_on,
+        # one parameter of rows (migration 0180): asyncpg checks each element of an array
+        # parameter against collections.abc classes in Python, once per row here instead
+        # of once per column and row with ten parallel arrays
+        list(
+            zip(
+                rows.entry_id,
+                rows.order_id,
+                rows.project_id,
+                rows.seller_id,
+                rows.currency,
+                rows.kind,
+                rows.amount_minor,
+                rows.campaign_id,
+                rows.recorded_at,
+                rows.available_on,
+                strict=True,
+            )
+        ),
     )
     return applied
 
