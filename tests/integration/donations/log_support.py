@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +15,11 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.donations import repository
+from services.donations.config import Settings
 from services.donations.ledger import NewEntry
 from shared.events import DLQ_SUFFIX, TOPICS
 from shared.settings import CommonSettings
+from shared.tlog import store
 from shared.tlog.checkpoint import Checkpoint, open_checkpoint
 from shared.tlog.hashing import append_leaves, leaf_hashes, root_from_peaks, stored_hash_count
 from shared.tlog.note import Verifier
@@ -37,6 +41,26 @@ async def drop_database(settings: CommonSettings, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def log_database(suffix: str, *ddl: str) -> AsyncIterator[str]:
+    """A fresh database ``<donations_db>_<suffix>`` holding the log's tables
+    (``shared.tlog.store.SCHEMA``) and ``ddl``; yields its DSN, drops it after."""
+    base = Settings()
+    name = f"{base.donations_db}_{suffix}"
+    await fresh_database(base, name)
+    dsn = base.dsn(name)
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
+    try:
+        for statement in (store.SCHEMA, *ddl):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    try:
+        yield dsn
+    finally:
+        await drop_database(base, name)
 
 
 async def delete_topics(settings: CommonSettings) -> None:

@@ -14,14 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.donations.config import Settings
 from shared.db import Conn
-from shared.tlog import store
 from shared.tlog.checkpoint import open_checkpoint
 from shared.tlog.hashing import append_leaves, leaf_hashes, root_from_peaks, stored_hash_count
 from shared.tlog.note import Signer, generate_key
 from shared.tlog.sequencer import Sequencer
-from tests.integration.donations.log_support import drop_database, fresh_database
+from tests.integration.donations.log_support import log_database
 
 ORIGIN = "gfg.test/drain"
 BATCH = 50
@@ -54,20 +52,8 @@ class RecLeaves:
 
 @pytest.fixture
 async def log_dsn() -> AsyncIterator[str]:
-    base = Settings()
-    name = f"{base.donations_db}_drain"
-    await fresh_database(base, name)
-    dsn = base.dsn(name)
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(store.SCHEMA)
-        await conn.execute(_RECORDS)
-    finally:
-        await conn.close()
-    try:
+    async with log_database("drain", _RECORDS) as dsn:
         yield dsn
-    finally:
-        await drop_database(base, name)
 
 
 async def _insert(db: asyncpg.Connection[Any], start: int, stop: int) -> None:

@@ -7,12 +7,9 @@ the database's stored hashes and verifies against the root."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
-import asyncpg
 import pytest
 
-from services.donations.config import Settings
 from shared.db import create_pool
 from shared.tlog import store
 from shared.tlog.api import LogReader
@@ -23,7 +20,7 @@ from shared.tlog.hashing import (
     stored_hash_count,
 )
 from shared.tlog.proofs import check_record, prove_record
-from tests.integration.donations.log_support import drop_database, fresh_database
+from tests.integration.donations.log_support import log_database
 
 # Sizes the log is grown to, in order: inside the first block, at a block's edge, a
 # block and a bit, then far enough for proofs to span many blocks (and levels >= 8).
@@ -39,19 +36,8 @@ class _Stored(list[bytes]):
 
 @pytest.fixture(scope="module")
 async def log_db() -> AsyncIterator[str]:
-    base = Settings()
-    name = f"{base.donations_db}_proofcache"
-    await fresh_database(base, name)
-    dsn = base.dsn(name)
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(store.SCHEMA)
-    finally:
-        await conn.close()
-    try:
+    async with log_database("proofcache") as dsn:
         yield dsn
-    finally:
-        await drop_database(base, name)
 
 
 async def test_cached_blocks_give_the_proofs_of_the_stored_hashes(log_db: str) -> None:
