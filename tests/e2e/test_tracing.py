@@ -120,9 +120,11 @@ async def test_one_completed_order_is_one_trace_across_the_three_services(stack:
         return read_spans(stack.traces)
 
     def complete(spans: list[Span]) -> bool:
-        """Both folds exported, and the donations relay spans they follow too: each
-        process exports on its own schedule, so the fold's span can come first."""
-        ids = {s["span_id"] for s in spans}
+        """Both folds exported, and every span of the chains they end: each process
+        exports on its own schedule, so a fold's span can come before the donations
+        relay's or the orders relay's. Each fold's parents are followed up to the POST
+        (whose own parent is the storefront's, or none)."""
+        by_id = {s["span_id"]: s for s in spans}
         folds = [
             s
             for s in spans
@@ -130,9 +132,15 @@ async def test_one_completed_order_is_one_trace_across_the_three_services(stack:
             and s["kind"] == "CONSUMER"
             and s["attributes"].get("messaging.kafka.message.key") in (continued, started)
         ]
-        return {continued, started} <= folded(spans) and all(
-            f["parent_span_id"] in ids for f in folds
-        )
+        if not {continued, started} <= folded(spans):
+            return False
+        for span in folds:
+            for _ in range(4):  # fold <- relay <- process <- publish <- POST
+                parent = by_id.get(span["parent_span_id"])
+                if parent is None:
+                    return False
+                span = parent
+        return True
 
     # A span is exported once its work is done (within each process's export delay).
     spans = await eventually(spans_now, complete, within=30)
